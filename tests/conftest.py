@@ -1,0 +1,135 @@
+"""Shared fixtures: a real local stack (PostgreSQL 16 + pgvector, patched moto).
+
+Fixtures
+--------
+local_stack   (session)  parsed ``stack.json`` plus ``admin_password``; the stack
+                         lives in /tmp/ndis-pytest-stack (NDIS_TEST_STACK_DIR),
+                         ports NDIS_TEST_PG_PORT / NDIS_TEST_MOTO_PORT
+                         (55433 / 55501); ``down`` at session end.
+pg_admin_dsn  (session)  libpq keyword DSN to database ``postgres`` as admin.
+scratch_db    (function) fresh uniquely named database: {"name", "dsn"};
+                         dropped WITH (FORCE) afterwards.
+aws_env       (session)  env vars for boto3 / ansible against moto.
+boto3_client  (session)  factory: ``boto3_client("rds")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack")
+PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
+MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501"))
+
+
+def run_stack(*args: str, check: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
+    """Run ``python -m dbops.local_stack ARGS`` and return the completed process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbops.local_stack", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"local_stack {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def stack_args(directory: str = STACK_DIR, pg_port: int = PG_PORT, moto_port: int = MOTO_PORT) -> list[str]:
+    return ["--dir", directory, "--pg-port", str(pg_port), "--moto-port", str(moto_port)]
+
+
+def dsn_quote(value: str) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def make_dsn(stack: dict, dbname: str) -> str:
+    pg = stack["pg"]
+    return (
+        f"host={pg['host']} port={pg['port']} user={dsn_quote(pg['user'])} "
+        f"password={dsn_quote(stack['admin_password'])} dbname={dsn_quote(dbname)}"
+    )
+
+
+@pytest.fixture(scope="session")
+def local_stack():
+    run_stack("start", *stack_args())
+    data = json.loads((Path(STACK_DIR) / "stack.json").read_text())
+    data["admin_password"] = Path(data["pg"]["password_file"]).read_text().strip()
+    try:
+        yield data
+    finally:
+        run_stack("down", *stack_args(), check=False)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(local_stack) -> str:
+    return make_dsn(local_stack, "postgres")
+
+
+@pytest.fixture()
+def scratch_db(local_stack, pg_admin_dsn):
+    import psycopg2
+
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(pg_admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    try:
+        yield {"name": name, "dsn": make_dsn(local_stack, name)}
+    finally:
+        conn = psycopg2.connect(pg_admin_dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def aws_env(local_stack) -> dict[str, str]:
+    aws = local_stack["aws"]
+    return {
+        "AWS_ENDPOINT_URL": aws["endpoint_url"],
+        "AWS_URL": aws["endpoint_url"],  # amazon.aws modules' endpoint_url fallback
+        "AWS_REGION": aws["region"],
+        "AWS_DEFAULT_REGION": aws["region"],
+        "AWS_ACCESS_KEY_ID": aws["access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": aws["secret_access_key"],
+    }
+
+
+@pytest.fixture(scope="session")
+def boto3_client(local_stack):
+    import boto3
+
+    aws = local_stack["aws"]
+
+    def factory(service: str, **kwargs):
+        params = dict(
+            endpoint_url=aws["endpoint_url"],
+            region_name=aws["region"],
+            aws_access_key_id=aws["access_key_id"],
+            aws_secret_access_key=aws["secret_access_key"],
+        )
+        params.update(kwargs)
+        return boto3.client(service, **params)
+
+    return factory

@@ -1,0 +1,201 @@
+"""The local stack CLI against real processes (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from conftest import STACK_DIR, make_dsn, run_stack, stack_args
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status_json(*args: str) -> tuple[int, dict]:
+    proc = run_stack("status", "--json", *args, check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr, hexport = fields[1].rsplit(":", 1)
+            if int(hexport, 16) == port and fields[3] == "0A":  # 0A = LISTEN
+                found.add(addr)
+    return found
+
+
+def test_start_is_idempotent(local_stack):
+    rc, before = status_json(*stack_args())
+    assert rc == 0
+    proc = run_stack("start", *stack_args())
+    assert "already running" in proc.stderr
+    rc, after = status_json(*stack_args())
+    assert rc == 0
+    assert after["pg"]["pid"] == before["pg"]["pid"]
+    assert after["moto"]["pid"] == before["moto"]["pid"]
+    assert json.loads((Path(STACK_DIR) / "stack.json").read_text())["network"] == local_stack["network"]
+
+
+def test_status_reports_both(local_stack):
+    proc = run_stack("status", *stack_args())
+    assert re.search(r"postgresql\s+running\s+\d+\s+127\.0\.0\.1:%d" % local_stack["pg"]["port"], proc.stdout)
+    assert re.search(r"moto\s+running\s+\d+\s+%s" % re.escape(local_stack["aws"]["endpoint_url"]), proc.stdout)
+    assert STACK_DIR in proc.stdout
+    rc, st = status_json(*stack_args())
+    assert rc == 0 and st["pg"]["running"] and st["moto"]["running"]
+    assert st["pg"]["version"].startswith("16.")
+
+
+def test_stack_json_shape(local_stack):
+    assert local_stack["pg"]["host"] == "127.0.0.1"
+    assert local_stack["pg"]["user"] == "admin"
+    assert local_stack["pg"]["version"].startswith("16.")
+    assert Path(local_stack["pg"]["bindir"], "psql").exists()
+    assert local_stack["aws"]["region"] == "ap-southeast-2"
+    assert local_stack["network"]["vpc_id"].startswith("vpc-")
+    assert len(local_stack["network"]["subnet_ids"]) == 2
+
+
+def test_seeded_network(local_stack, boto3_client):
+    ec2 = boto3_client("ec2")
+    vpc = ec2.describe_vpcs(VpcIds=[local_stack["network"]["vpc_id"]])["Vpcs"][0]
+    assert vpc["CidrBlock"] == "10.20.0.0/16"
+    subnets = ec2.describe_subnets(SubnetIds=local_stack["network"]["subnet_ids"])["Subnets"]
+    assert sorted(s["AvailabilityZone"] for s in subnets) == ["ap-southeast-2a", "ap-southeast-2b"]
+
+
+def test_env_is_valid_shell_and_psql_works(local_stack, scratch_db, tmp_path):
+    proc = run_stack("env", *stack_args())
+    lines = proc.stdout.strip().splitlines()
+    names = [re.match(r"export ([A-Z_]+)=", line).group(1) for line in lines]
+    assert set(names) == {
+        "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "AWS_ENDPOINT_URL", "AWS_REGION",
+        "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PATH",
+    }
+    envfile = tmp_path / "env.sh"
+    envfile.write_text(proc.stdout)
+    assert subprocess.run(["bash", "-n", str(envfile)]).returncode == 0
+    script = (
+        f". {shlex.quote(str(envfile))}\n"
+        'test "$(command -v psql)" = "$PSQL_EXPECTED" || { echo "wrong psql: $(command -v psql)"; exit 9; }\n'
+        f"psql -X -v ON_ERROR_STOP=1 -At -d {shlex.quote(scratch_db['name'])} "
+        "-c 'CREATE EXTENSION vector' "
+        "-c \"SELECT extversion FROM pg_extension WHERE extname = 'vector'\" "
+        "-c 'SHOW server_version' "
+        "-c 'SELECT current_user'\n"
+    )
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
+    clean_env["PSQL_EXPECTED"] = str(Path(local_stack["pg"]["bindir"]) / "psql")
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=clean_env, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout.split()
+    assert out[0] == "CREATE"  # "CREATE EXTENSION"
+    assert "0.8.5" in out
+    assert any(v.startswith("16.") for v in out)
+    assert out[-1] == "admin"
+
+
+def test_listens_only_on_localhost(local_stack):
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
+    for port in (local_stack["pg"]["port"], int(local_stack["aws"]["endpoint_url"].rsplit(":", 1)[1])):
+        addrs = listening_addresses(port)
+        assert addrs, f"nothing listens on {port}"
+        assert addrs <= loopback, f"port {port} listens on {addrs}"
+
+
+def test_password_file_private_and_stack_json_clean(local_stack):
+    pw_file = Path(local_stack["pg"]["password_file"])
+    assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
+    assert pw_file.stat().st_uid == os.geteuid()
+    assert len(local_stack["admin_password"]) == 32
+    assert local_stack["admin_password"].isalnum()
+    stack_json = Path(STACK_DIR) / "stack.json"
+    assert stat.S_IMODE(stack_json.stat().st_mode) == 0o644
+    assert local_stack["admin_password"] not in stack_json.read_text()
+    assert stat.S_IMODE(Path(STACK_DIR).stat().st_mode) == 0o755
+    # admin password really is required (scram over TCP)
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(make_dsn({**local_stack, "admin_password": "wrong"}, "postgres"))
+
+
+@pytest.mark.parametrize("which", ["pg", "moto"])
+def test_taken_port_is_a_clear_error(tmp_path, which):
+    directory = f"/tmp/ndis-pytest-portstack-{which}"
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    try:
+        if which == "pg":
+            args = stack_args(directory, pg_port=taken, moto_port=free_port())
+            flag, envvar = "--pg-port", "NDIS_LOCAL_PG_PORT"
+        else:
+            args = stack_args(directory, pg_port=free_port(), moto_port=taken)
+            flag, envvar = "--moto-port", "NDIS_LOCAL_MOTO_PORT"
+        proc = run_stack("start", *args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert str(taken) in proc.stderr and flag in proc.stderr and envvar in proc.stderr
+        assert proc.stdout == ""
+        assert not Path(directory, "pgdata").exists()  # nothing was started
+        rc, st = status_json(*args)
+        assert rc == 3 and not st["pg"]["running"] and not st["moto"]["running"]
+    finally:
+        blocker.close()
+        run_stack("down", "--dir", directory, check=False)
+
+
+def test_stop_start_keeps_data_and_down_removes_dir():
+    directory = "/tmp/ndis-pytest-stopstack"
+    args = stack_args(directory, pg_port=free_port(), moto_port=free_port())
+    run_stack("down", *args, check=False)
+    try:
+        run_stack("start", *args)
+        stack = json.loads(Path(directory, "stack.json").read_text())
+        stack["admin_password"] = Path(directory, "admin_password").read_text().strip()
+        dsn = make_dsn(stack, "postgres")
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE keep_me (v text); INSERT INTO keep_me VALUES ('still here')")
+        conn.close()
+
+        run_stack("stop", *args)
+        run_stack("stop", *args)  # idempotent
+        rc, st = status_json(*args)
+        assert rc == 3 and not st["pg"]["running"] and not st["moto"]["running"]
+        env_proc = run_stack("env", *args, check=False)
+        assert env_proc.returncode == 3 and "not running" in env_proc.stderr
+
+        run_stack("start", *args)
+        assert Path(directory, "admin_password").read_text().strip() == stack["admin_password"]
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT v FROM keep_me")
+            assert cur.fetchall() == [("still here",)]
+        conn.close()
+        # moto lost its state on restart and was re-seeded
+        assert json.loads(Path(directory, "stack.json").read_text())["network"]["vpc_id"].startswith("vpc-")
+    finally:
+        run_stack("down", *args)
+    assert not Path(directory).exists()
+    proc = run_stack("down", *args)  # idempotent
+    assert "nothing to remove" in proc.stderr
+    env_proc = run_stack("env", *args, check=False)
+    assert env_proc.returncode == 3 and "not started" in env_proc.stderr
