@@ -1,0 +1,319 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_migrate
+short_description: Apply versioned SQL migration files to a PostgreSQL database
+version_added: "0.1.0"
+description:
+  - Applies the C(NNNN_name.sql) files of a directory, in numeric version order, over one
+    connection, and records each applied file (version, name, sha256 checksum, time,
+    duration, user) in a history table.
+  - Each file runs in its own transaction together with its history row. A file whose
+    leading comment lines contain C(-- migrate:no-transaction) runs statement by statement
+    in autocommit (for C(CREATE INDEX CONCURRENTLY)); its history row is written afterwards.
+  - Concurrent runs are serialised by a session-level advisory lock derived from the history
+    table's qualified name; the connection uses C(application_name=pg_migrate).
+  - Before any change it checks that applied files did not change on disk, that no applied
+    file is missing and that no pending file is older than the newest applied one.
+  - A failing file is rolled back and not recorded; the error names the file, the line and
+    the server's message. Files applied before it stay applied.
+author:
+  - ndis dbops maintainers
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
+options:
+  login_host:
+    description: Host of the PostgreSQL server. Empty means the local Unix socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: User to connect as.
+    type: str
+    default: postgres
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ''
+  login_db:
+    description: Database to migrate.
+    type: str
+    required: true
+    aliases: [db]
+  connect_timeout:
+    description: Seconds to wait for the connection to be established.
+    type: int
+    default: 10
+  ssl_mode:
+    description:
+      - libpq sslmode of the connection. RDS with C(rds.force_ssl=1) needs C(require) or stricter.
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
+    type: path
+  path:
+    description:
+      - Directory on the managed host holding the migration files.
+      - Files are named C(NNNN_name.sql) or C(20260101120000_name.sql); the version is the
+        leading digits, compared numerically. A C(.sql) file without a version prefix, or two
+        files with the same version, fail the task. Other files are ignored.
+    type: path
+    required: true
+  role:
+    description:
+      - Role to C(SET ROLE) to right after connecting, typically the schema owner, so the
+        objects created (and the history table) are owned by it and its default privileges apply.
+      - O(login_user) must be a member of this role.
+    type: str
+  history_schema:
+    description: Schema of the history table. Created if missing (only in a real run).
+    type: str
+    default: public
+  history_table:
+    description: Name of the history table. Created if missing (only in a real run).
+    type: str
+    default: schema_migrations
+  lock_timeout:
+    description:
+      - Seconds to wait for the migration lock held by another run. On timeout the error
+        names the holding session (pid, application_name, since when).
+    type: int
+    default: 60
+  allow_out_of_order:
+    description: Apply pending files whose version is lower than the highest applied version.
+    type: bool
+    default: false
+  missing:
+    description: What to do when an applied version has no file on disk any more.
+    type: str
+    choices: [fail, warn]
+    default: fail
+  baseline:
+    description:
+      - Record the files with a version less than or equal to this one as applied, without
+        running them. Only done when the history is empty; ignored otherwise.
+      - For adopting a database whose schema already exists. Baselined rows have a null
+        C(execution_ms).
+    type: str
+  repair:
+    description:
+      - Re-record the checksum (and name) of applied files that changed on disk, instead of
+        failing. Use only after reviewing the change.
+    type: bool
+    default: false
+  target:
+    description: Apply pending files up to and including this version only.
+    type: str
+notes:
+  - Supports C(check_mode) (connects, reads the history, validates and reports what would run;
+    executes and creates nothing) and C(diff) (applied versions before and after).
+  - Statements of C(-- migrate:no-transaction) files are split on top-level semicolons;
+    statements before a failing one stay committed, so such files should be idempotent.
+seealso:
+  - module: community.postgresql.postgresql_script
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Apply the application's migrations as the schema owner
+  ndis.dbops.pg_migrate:
+    login_host: "{{ db_host }}"
+    login_user: migrator
+    login_password: "{{ migrator_password }}"
+    login_db: app
+    role: app_owner
+    path: /opt/app/migrations
+
+- name: Adopt an existing database, skipping the files that created its current schema
+  ndis.dbops.pg_migrate:
+    login_db: app
+    path: /opt/app/migrations
+    baseline: "0042"
+
+- name: Apply up to a given version only, waiting at most 5 minutes for another run
+  ndis.dbops.pg_migrate:
+    login_db: app
+    path: /opt/app/migrations
+    target: "20260101120000"
+    lock_timeout: 300
+"""
+
+RETURN = r"""
+applied:
+  description: Files applied by this run (empty in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": "1", "name": "0001_users.sql", "execution_ms": 12}]
+pending:
+  description:
+    - Files not applied after this run (for example beyond O(target)).
+    - In check mode, every file that is not applied yet, which includes what would run.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": "2", "name": "0002_orders.sql"}]
+queries:
+  description: Names of the files run, or that would run in check mode (not their SQL).
+  returned: always
+  type: list
+  elements: str
+  sample: ["0001_users.sql"]
+baselined:
+  description: Files recorded as applied without running them (O(baseline)).
+  returned: always
+  type: list
+  elements: dict
+repaired:
+  description: Applied files whose checksum was re-recorded (O(repair)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": "3", "name": "0003_x.sql", "old_checksum": "ab12...", "new_checksum": "cd34..."}]
+current_version:
+  description: Highest applied version after this run (in check mode, before it).
+  returned: success
+  type: str
+  sample: "42"
+history_count:
+  description: Number of rows in the history table after this run (in check mode, before it).
+  returned: success
+  type: int
+history_table:
+  description: Qualified name of the history table.
+  returned: always
+  type: str
+  sample: public.schema_migrations
+lock_key:
+  description: The advisory lock key used (pg_locks classid/objid hold its two halves).
+  returned: always
+  type: int
+diff:
+  description: Applied versions ("version name" lines) before and after, with C(--diff).
+  returned: when diff mode is on
+  type: dict
+file:
+  description: The migration file that failed.
+  returned: when a migration file failed
+  type: str
+  sample: 0003_orders.sql
+line:
+  description: Line of O(path)/RV(file) where the server reported the error (null when unknown).
+  returned: when a migration file failed
+  type: int
+  sample: 12
+sqlstate:
+  description: SQLSTATE of the server error.
+  returned: when the server reported an error
+  type: str
+  sample: "42601"
+problems:
+  description: The validation problems (checksum drift, missing files, out-of-order files) found before any change.
+  returned: when validation failed
+  type: list
+  elements: str
+holders:
+  description: Sessions holding the migration lock when O(lock_timeout) expired (pid, application_name, since).
+  returned: when the lock wait timed out
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ndis.dbops.plugins.module_utils import migrate
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            login_host=dict(type="str", default="", aliases=["host"]),
+            login_port=dict(type="int", default=5432, aliases=["port"]),
+            login_user=dict(type="str", default="postgres"),
+            login_password=dict(type="str", default="", no_log=True),
+            login_db=dict(type="str", required=True, aliases=["db"]),
+            connect_timeout=dict(type="int", default=10),
+            ssl_mode=dict(type="str", default="prefer",
+                          choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+            ca_cert=dict(type="path"),
+            path=dict(type="path", required=True),
+            role=dict(type="str"),
+            history_schema=dict(type="str", default="public"),
+            history_table=dict(type="str", default="schema_migrations"),
+            lock_timeout=dict(type="int", default=60),
+            allow_out_of_order=dict(type="bool", default=False),
+            missing=dict(type="str", default="fail", choices=["fail", "warn"]),
+            baseline=dict(type="str"),
+            repair=dict(type="bool", default=False),
+            target=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    if not migrate.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(migrate.PSYCOPG2_IMPORT_ERROR))
+
+    p = module.params
+    conn_params = dict(
+        host=p["login_host"] or None,
+        port=p["login_port"],
+        user=p["login_user"],
+        password=p["login_password"] or None,
+        dbname=p["login_db"],
+        connect_timeout=p["connect_timeout"],
+        sslmode=p["ssl_mode"],
+    )
+    if p["ca_cert"]:
+        conn_params["sslrootcert"] = p["ca_cert"]
+    try:
+        result = migrate.run(
+            conn_params,
+            p["path"],
+            role=p["role"],
+            history_schema=p["history_schema"],
+            history_table=p["history_table"],
+            lock_timeout=p["lock_timeout"],
+            allow_out_of_order=p["allow_out_of_order"],
+            missing=p["missing"],
+            baseline=p["baseline"],
+            repair=p["repair"],
+            target=p["target"],
+            check_mode=module.check_mode,
+        )
+    except migrate.MigrationError as e:
+        partial = dict(e.result or {})
+        for w in partial.pop("warnings", []) or []:
+            module.warn(w)
+        if not module._diff:
+            partial.pop("diff", None)
+        partial.update(e.details)
+        partial.setdefault("changed", False)
+        module.fail_json(msg=e.msg, **partial)
+
+    for w in result.pop("warnings", []):
+        module.warn(w)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

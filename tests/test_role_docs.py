@@ -1,0 +1,63 @@
+"""Each role's inputs agree across defaults/main.yml, meta/argument_specs.yml and README.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+ROLES = sorted(p.name for p in ROLES_DIR.iterdir() if (p / "tasks").is_dir())
+
+
+def default_keys(role: str) -> set[str]:
+    """Keys set in defaults/main.yml plus required ones left commented out (`# name: ...`)."""
+    text = (ROLES_DIR / role / "defaults" / "main.yml").read_text()
+    keys = set((yaml.safe_load(text) or {}).keys())
+    keys |= set(re.findall(rf"^# ({role}_\w+):", text, flags=re.M))
+    return keys
+
+
+def spec_options(role: str) -> dict[str, dict]:
+    specs = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    options: dict[str, dict] = {}
+    for entry in specs.values():
+        options.update(entry.get("options", {}))
+    return options
+
+
+def test_the_six_roles_exist():
+    assert ROLES == ["backup_policy", "migrations", "pgvector", "postgres_db", "rds_instance", "ssm_secret"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_defaults_match_argument_specs(role):
+    assert default_keys(role) == set(spec_options(role))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_inputs_are_prefixed_and_described(role):
+    for name, spec in spec_options(role).items():
+        assert name.startswith(role + "_"), name
+        assert spec.get("description"), f"{name} has no description"
+        assert "type" in spec, f"{name} has no type"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_required_inputs_have_no_default(role):
+    defaults = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {}
+    for name, spec in spec_options(role).items():
+        if spec.get("required"):
+            assert name not in defaults, f"{name} is required but has a default"
+        else:
+            assert name in defaults, f"{name} is optional but missing from defaults"
+            assert spec.get("default") == defaults[name], f"{name}: spec default {spec.get('default')!r} != {defaults[name]!r}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_documents_every_input(role):
+    readme = (ROLES_DIR / role / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
+    assert documented == set(spec_options(role))
