@@ -19,7 +19,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed  ## Create the virtualenv with the pinned packages
@@ -54,8 +54,8 @@ molecule: collections  ## Molecule default scenario: create, converge, idempoten
 
 test: lint pytest molecule  ## Everything CI runs
 
-bench: collections  ## Benchmarks (prints tables of ratios against baselines)
-	$(BIN)/python bench/bench_migrations.py
+bench: local-up  ## Benchmarks against the local stack: tables of ratios against baselines
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: local-down  ## Remove the virtualenv
 	rm -rf $(VENV) .ansible

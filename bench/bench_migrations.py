@@ -323,7 +323,9 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"files": args.files, "reps": args.reps, "times": times,
                                                    "medians": med}, indent=2) + "\n")
-        return 0 if ok else 1
+        print("all targets met" if ok else "some targets MISSED (see above)")
+        # A benchmark reports; it does not gate. `make bench` runs every bench in turn.
+        return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
