@@ -649,7 +649,39 @@ def _run_tx(conn, cur, m, insert_tx, done, result):
                 cur.execute("ROLLBACK")
             except psycopg2.Error:
                 pass
+            if line is None and not isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+                line = _locate_failure(cur, m.text)
         _fail_apply(m, e, line, done, result, no_tx=False)
+
+
+def _locate_failure(cur, text, max_chars=1_000_000):
+    """Line of the statement that fails, for errors the server reports without a position.
+
+    Replays the file statement by statement inside a transaction that is always rolled
+    back, so nothing it does survives; runs only after a failure, on files up to max_chars.
+    """
+    if len(text) > max_chars:
+        return None
+    line = None
+    try:
+        cur.execute("BEGIN")
+        for start, stmt in split_statements(text):
+            try:
+                cur.execute(stmt.encode("utf-8"))
+            except psycopg2.Error as e:
+                diag = getattr(e, "diag", None)
+                pos = diag.statement_position if diag is not None else None
+                lead = len(stmt) - len(stmt.lstrip())
+                line = _error_line(text, pos, -start) if pos else text.count("\n", 0, start + lead) + 1
+                break
+    except psycopg2.Error:
+        line = None
+    finally:
+        try:
+            cur.execute("ROLLBACK")
+        except psycopg2.Error:
+            pass
+    return line
 
 
 def _run_no_tx(conn, cur, m, insert_plain, done, result):
