@@ -59,5 +59,33 @@ def test_required_inputs_have_no_default(role):
 @pytest.mark.parametrize("role", ROLES)
 def test_readme_documents_every_input(role):
     readme = (ROLES_DIR / role / "README.md").read_text()
-    documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
+    section = readme.split("\n## Variables\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))
     assert documented == set(spec_options(role))
+
+
+def readme_rows(role: str) -> dict[str, tuple[str, str]]:
+    """README variable table rows: name -> (type column, default column)."""
+    readme = (ROLES_DIR / role / "README.md").read_text()
+    return {m[1]: (m[2].strip(), m[3].strip()) for m in re.finditer(r"^\| `(\w+)` \| ([^|]*) \| ([^|]*) \|", readme, flags=re.M)}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_types_and_defaults_match_argument_specs(role):
+    """The README's type and default columns say what argument_specs says (`list of str`, `required`, `value`)."""
+    problems = []
+    for name, spec in spec_options(role).items():
+        if name not in readme_rows(role):
+            continue  # test_readme_documents_every_input reports it
+        type_col, default_col = readme_rows(role)[name]
+        want_type = spec["type"] + (f" of {spec['elements']}" if spec.get("elements") else "")
+        if type_col != want_type:
+            problems.append(f"{name}: README type {type_col!r}, argument_specs {want_type!r}")
+        if spec.get("required"):
+            if default_col != "required":
+                problems.append(f"{name}: required, but README default column says {default_col!r}")
+        elif not (default_col.startswith("`") and default_col.endswith("`")):
+            problems.append(f"{name}: README default {default_col!r} should be the default in backquotes")
+        elif yaml.safe_load(default_col[1:-1]) != spec.get("default"):
+            problems.append(f"{name}: README default {default_col}, argument_specs {spec.get('default')!r}")
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,220 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+"""When does an RDS for PostgreSQL change take effect, and what does it cost?
+
+Pure functions (no AWS calls), so the rules have their own unit tests: moto applies
+every modification at once and never reports pending values, so it cannot show them.
+
+Each difference between the declared and the actual instance is classified as one of
+
+- ``immediate``: applied now, no interruption;
+- ``next-window``: queued for the next maintenance window (apply_immediately is false);
+- ``needs-reboot``: takes effect only after a reboot, which RDS never does on its own;
+- ``outage``: the instance restarts or fails over when the change is applied (now with
+  apply_immediately, else in the next maintenance window);
+- ``replace``: cannot be changed in place (a new instance from a snapshot is needed).
+
+Sources: Amazon RDS User Guide, "Settings for DB instances" (the "Downtime notes" and
+"When the change occurs" columns) and "Working with parameter groups" (static parameters
+need a reboot; dynamic ones apply at once).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+IMMEDIATE = "immediate"
+NEXT_WINDOW = "next-window"
+NEEDS_REBOOT = "needs-reboot"
+OUTAGE = "outage"
+REPLACE = "replace"
+
+# setting -> (describe_db_instances key, kind, note)
+# kind:
+#   "async"    applied as soon as possible whatever apply_immediately says, no downtime
+#   "window"   honours apply_immediately, no downtime
+#   "restart"  honours apply_immediately, the instance restarts (or fails over)
+#   "reboot"   the change is recorded but takes effect at the next reboot
+#   "replace"  not modifiable in place
+RULES = {
+    "allocated_storage": ("AllocatedStorage", "window",
+                          "storage grows online; another storage change is refused for 6 hours"),
+    "max_allocated_storage": ("MaxAllocatedStorage", "async", "storage autoscaling ceiling"),
+    "storage_type": ("StorageType", "window", "storage converts online; performance may dip while it optimises"),
+    "iops": ("Iops", "window", "provisioned IOPS change online"),
+    "storage_throughput": ("StorageThroughput", "window", "gp3 throughput changes online"),
+    "db_instance_class": ("DBInstanceClass", "restart",
+                          "the instance restarts on the new class (a Multi-AZ failover shortens it)"),
+    "engine_version": ("EngineVersion", "restart", "the engine restarts on the new version"),
+    "multi_az": ("MultiAZ", "window", "a standby is created or removed online; performance may dip"),
+    "backup_retention_period": ("BackupRetentionPeriod", "retention", ""),
+    "preferred_backup_window": ("PreferredBackupWindow", "async", "no interruption"),
+    "preferred_maintenance_window": ("PreferredMaintenanceWindow", "async", "no interruption"),
+    "copy_tags_to_snapshot": ("CopyTagsToSnapshot", "async", "no interruption"),
+    "deletion_protection": ("DeletionProtection", "async", "no interruption"),
+    "auto_minor_version_upgrade": ("AutoMinorVersionUpgrade", "async", "no interruption"),
+    "publicly_accessible": ("PubliclyAccessible", "async", "DNS changes; no restart"),
+    "vpc_security_group_ids": ("VpcSecurityGroups", "async", "no interruption"),
+    "db_subnet_group_name": ("DBSubnetGroup", "restart", "moving subnets moves the instance"),
+    "db_parameter_group_name": ("DBParameterGroups", "reboot",
+                                "the instance shows the new group as pending-reboot until rebooted"),
+    "port": ("Endpoint.Port", "restart", "the instance restarts immediately on the new port"),
+    "storage_encrypted": ("StorageEncrypted", "replace",
+                          "encryption can only be set when the instance is created: restore a snapshot copy"),
+    "kms_key_id": ("KmsKeyId", "replace", "the storage key can only be set when the instance is created"),
+    "master_username": ("MasterUsername", "replace", "the master user name cannot be changed"),
+}
+
+
+def _current_value(instance, key):
+    """Read a describe_db_instances value in the shape the module options use."""
+    if key == "VpcSecurityGroups":
+        return sorted(g["VpcSecurityGroupId"] for g in instance.get(key, []))
+    if key == "DBSubnetGroup":
+        return (instance.get(key) or {}).get("DBSubnetGroupName")
+    if key == "DBParameterGroups":
+        groups = instance.get(key) or []
+        return groups[0]["DBParameterGroupName"] if groups else None
+    if key == "Endpoint.Port":
+        return (instance.get("Endpoint") or {}).get("Port")
+    return instance.get(key)
+
+
+def _normalise(setting, value):
+    if value is None:
+        return None
+    if setting == "vpc_security_group_ids":
+        return sorted(value)
+    if setting in ("preferred_maintenance_window",):
+        return str(value).lower()
+    if setting in ("allocated_storage", "max_allocated_storage", "iops", "storage_throughput",
+                   "backup_retention_period", "port"):
+        return int(value)
+    return value
+
+
+def _when(kind, apply_immediately, current=None, desired=None):
+    if kind == "async":
+        return IMMEDIATE
+    if kind == "window":
+        return IMMEDIATE if apply_immediately else NEXT_WINDOW
+    if kind == "restart":
+        return OUTAGE
+    if kind == "reboot":
+        return NEEDS_REBOOT
+    if kind == "replace":
+        return REPLACE
+    if kind == "retention":
+        # 0 <-> non-zero turns automated backups (and point-in-time recovery) on or off:
+        # the instance restarts. Between two non-zero values it applies at once.
+        if (int(current or 0) == 0) != (int(desired or 0) == 0):
+            return OUTAGE
+        return IMMEDIATE
+    raise ValueError("unknown rule kind %r" % kind)
+
+
+def classify_instance(current, desired, apply_immediately=False):
+    """Differences between a describe_db_instances entry and the declared options.
+
+    ``desired`` uses amazon.aws.rds_instance option names; options it omits (or sets to
+    None) are not compared. Returns a list of dicts: setting, current, desired, when,
+    applies (now / next maintenance window / at reboot / never), note.
+    """
+    changes = []
+    for setting in sorted(desired):
+        if setting not in RULES or desired[setting] is None:
+            continue
+        key, kind, note = RULES[setting]
+        have = _normalise(setting, _current_value(current, key))
+        want = _normalise(setting, desired[setting])
+        if setting == "engine_version" and have is not None and want is not None:
+            if str(have).split(".")[0] != str(want).split(".")[0]:
+                note = "major version upgrade: needs allow_major_version_upgrade and a compatible parameter group"
+        if setting == "kms_key_id" and have and want and (str(have).endswith(str(want)) or str(want).endswith(str(have))):
+            continue  # an alias or key id naming the same key ARN
+        if have == want:
+            continue
+        when = _when(kind, apply_immediately, have, want)
+        if kind == "retention" and when == OUTAGE:
+            note = "turning automated backups on or off restarts the instance"
+        elif kind == "retention":
+            note = "applied as soon as possible, no interruption"
+        changes.append(dict(
+            setting=setting, current=have, desired=want, when=when,
+            applies=_applies(kind, when, apply_immediately), note=note,
+        ))
+    return changes
+
+
+def _applies(kind, when, apply_immediately):
+    if when == REPLACE:
+        return "never in place"
+    if when == NEEDS_REBOOT:
+        return "at the next reboot"
+    if kind in ("async", "retention") and when == IMMEDIATE:
+        return "now"
+    return "now" if apply_immediately else "next maintenance window"
+
+
+def classify_parameters(current_params, desired_params):
+    """Parameter changes: current_params is describe_db_parameters' list of dicts.
+
+    Dynamic parameters apply at once (``immediate``); static ones only after a reboot
+    (``needs-reboot``). Unknown names are reported with when=``unknown``.
+    """
+    lookup = {p["ParameterName"]: p for p in current_params}
+    changes = []
+    for name in sorted(desired_params):
+        want = _param_text(desired_params[name], lookup.get(name, {}).get("DataType"))
+        param = lookup.get(name)
+        if param is None:
+            changes.append(dict(setting="parameter " + name, current=None, desired=want, when="unknown",
+                                applies="never", note="not a parameter of this family"))
+            continue
+        have = param.get("ParameterValue")
+        if have == want:
+            continue
+        static = param.get("ApplyType") == "static"
+        changes.append(dict(
+            setting="parameter " + name, current=have, desired=want,
+            when=NEEDS_REBOOT if static else IMMEDIATE,
+            applies="at the next reboot" if static else "now",
+            note="static parameter" if static else "dynamic parameter",
+        ))
+    return changes
+
+
+def _param_text(value, data_type=None):
+    """The ParameterValue string RDS stores for a declared value."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if data_type == "boolean" and str(value).lower() in ("true", "on", "yes"):
+        return "1"
+    if data_type == "boolean" and str(value).lower() in ("false", "off", "no"):
+        return "0"
+    return str(value)
+
+
+def pending_reboot(instance):
+    """True when the instance waits for a reboot to apply its parameter group."""
+    return any(g.get("ParameterApplyStatus") == "pending-reboot" for g in instance.get("DBParameterGroups") or [])
+
+
+def table(changes):
+    """Fixed-width lines for a person to read; empty list when nothing differs."""
+    if not changes:
+        return []
+    rows = [("setting", "current", "declared", "when", "applies", "note")]
+    for c in changes:
+        rows.append((c["setting"], _show(c["current"]), _show(c["desired"]), c["when"], c["applies"], c["note"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
+
+
+def _show(value):
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)

@@ -1,0 +1,171 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+# A read-only probe: amazon.aws.rds_instance says that something changes, not when it takes
+# effect or what it costs, and rds_instance_param_group reports no change in check mode when
+# only parameter values differ.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rds_change_plan
+short_description: Classify the differences between a declared and an actual RDS instance
+version_added: "0.1.0"
+description:
+  - Reads the instance and its parameter group and compares them with the declaration.
+  - Each difference is classified as C(immediate), C(next-window) (queued for the next
+    maintenance window), C(needs-reboot) (a static parameter or a new parameter group;
+    RDS never reboots on its own), C(outage) (the instance restarts or fails over when the
+    change is applied) or C(replace) (not changeable in place).
+  - Read-only and never reports a change; supports check mode. AWS connection options come
+    from the C(aws) module defaults group.
+author:
+  - ndis dbops maintainers
+options:
+  db_instance_identifier:
+    description: The instance to compare.
+    type: str
+    required: true
+  desired:
+    description:
+      - Declared instance settings, keyed by amazon.aws.rds_instance option names
+        (C(db_instance_class), C(engine_version), C(allocated_storage), C(multi_az),
+        C(backup_retention_period), C(preferred_backup_window), ...). Settings left out or
+        null are not compared.
+    type: dict
+    default: {}
+  apply_immediately:
+    description: Whether the modification will be applied now rather than in the next maintenance window.
+    type: bool
+    default: false
+  parameter_group_name:
+    description: Parameter group whose values to compare with O(parameters).
+    type: str
+  parameters:
+    description: Declared parameter values.
+    type: dict
+    default: {}
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Classify what the next run would change
+  ndis.dbops.rds_change_plan:
+    db_instance_identifier: ndis-chatbot-prod
+    apply_immediately: false
+    desired:
+      db_instance_class: db.t4g.large
+      backup_retention_period: 7
+    parameter_group_name: ndis-chatbot-prod-postgres16
+    parameters:
+      rds.force_ssl: 1
+  register: plan
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ plan.table }}"
+"""
+
+RETURN = r"""
+exists:
+  description: Whether the instance exists. When it does not, every setting is new and RV(changes) is empty.
+  returned: always
+  type: bool
+changes:
+  description: One entry per difference.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    setting: {description: Option or C(parameter NAME)., type: str}
+    current: {description: The actual value., type: raw}
+    desired: {description: The declared value., type: raw}
+    when: {description: "C(immediate), C(next-window), C(needs-reboot), C(outage), C(replace) or C(unknown).", type: str}
+    applies: {description: In words, when the change takes effect., type: str}
+    note: {description: What it costs., type: str}
+table:
+  description: RV(changes) as fixed-width lines, with a header; empty when nothing differs.
+  returned: always
+  type: list
+  elements: str
+counts:
+  description: Number of changes per C(when) class.
+  returned: always
+  type: dict
+pending_reboot:
+  description: The instance waits for a reboot to apply its parameter group.
+  returned: always
+  type: bool
+"""
+
+try:
+    import botocore
+except ImportError:
+    pass  # AnsibleAWSModule reports the missing dependency
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.ndis.dbops.plugins.module_utils import rds_changes
+
+
+def describe_instance(client, identifier):
+    try:
+        return client.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    except is_boto3_error_code("DBInstanceNotFound"):
+        return None
+
+
+def describe_parameters(client, group):
+    try:
+        pages = client.get_paginator("describe_db_parameters").paginate(DBParameterGroupName=group)
+        return [p for page in pages for p in page.get("Parameters", [])]
+    except is_boto3_error_code("DBParameterGroupNotFound"):
+        return None
+
+
+def main():
+    module = AnsibleAWSModule(
+        argument_spec=dict(
+            db_instance_identifier=dict(type="str", required=True),
+            desired=dict(type="dict", default={}),
+            apply_immediately=dict(type="bool", default=False),
+            parameter_group_name=dict(type="str"),
+            parameters=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    client = module.client("rds")
+    try:
+        instance = describe_instance(client, p["db_instance_identifier"])
+        params = describe_parameters(client, p["parameter_group_name"]) if p["parameter_group_name"] else None
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        module.fail_json_aws(e, msg="Could not read RDS instance %s" % p["db_instance_identifier"])
+
+    changes = []
+    if instance is not None:
+        changes += rds_changes.classify_instance(instance, p["desired"], p["apply_immediately"])
+    if params is not None:
+        changes += rds_changes.classify_parameters(params, p["parameters"])
+    counts = {}
+    for c in changes:
+        counts[c["when"]] = counts.get(c["when"], 0) + 1
+    module.exit_json(
+        changed=False,
+        exists=instance is not None,
+        changes=changes,
+        table=rds_changes.table(changes),
+        counts=counts,
+        pending_reboot=bool(instance and rds_changes.pending_reboot(instance)),
+    )
+
+
+if __name__ == "__main__":
+    main()
