@@ -9,7 +9,7 @@ export ANSIBLE_HOME ?= $(CURDIR)/.ansible
 # The local stack `make local` uses (Molecule and pytest run their own, on other ports).
 export NDIS_LOCAL_STACK_DIR ?= /tmp/ndis-local-stack
 
-.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule test bench clean
+.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule molecule-docker test bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,15 +42,19 @@ local-env: venv  ## Print export lines for psql and aws against the local stack
 local-status: venv  ## Show what the local stack runs where
 	@$(BIN)/dbops-local-stack status
 
-lint: collections  ## yamllint and ansible-lint (production profile)
+lint: collections  ## yamllint, ansible-lint (production profile) and ruff: the pre-commit hooks
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --offline
+	$(BIN)/ruff check .
 
 pytest: collections  ## Python tests against the real embedded PostgreSQL and moto
 	$(BIN)/python -m pytest -q
 
 molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
 	$(BIN)/molecule test -s default
+
+molecule-docker: collections  ## Molecule docker scenario (needs a Docker engine): pgvector/pgvector:pg16 and moto containers
+	$(BIN)/molecule test -s docker
 
 test: lint pytest molecule  ## Everything CI runs
 

@@ -15,6 +15,7 @@ Options (flag, then environment variable, then default)::
     --dir        NDIS_LOCAL_STACK_DIR   /tmp/ndis-local-stack
     --pg-port    NDIS_LOCAL_PG_PORT     55432
     --moto-port  NDIS_LOCAL_MOTO_PORT   55500
+    --tls-port   NDIS_LOCAL_TLS_PORT    the PostgreSQL port + 1000 (56432)
     --region     NDIS_LOCAL_REGION      ap-southeast-2
     --admin-user                        admin
 
@@ -23,7 +24,12 @@ Commands:
 ``start``   Initialise (first time) and start PostgreSQL and moto, seed moto with
             a VPC 10.20.0.0/16 tagged Name=ndis-local-stack and two subnets in
             AZs <region>a and <region>b, write ``<dir>/stack.json``.  Idempotent:
-            a running stack is left alone.
+            a running stack is left alone.  Also starts the TLS endpoint: pgbouncer
+            (Debian's package; installed with apt-get when missing and run as
+            root) on 127.0.0.1:<tls-port>, client TLS required, session pooling,
+            forwarding to PostgreSQL -- the embedded build has no SSL, so this is
+            what ``rds.force_ssl=1`` is on RDS.  Its server certificate is signed
+            by a local CA generated at first start (``tls/ca.crt``).
 ``stop``    Stop both (pg_ctl stop -m fast; moto by pid).  State is kept.
 ``down``    ``stop`` and remove the state directory.
 ``status``  Table of what runs where (``--json`` for JSON).
@@ -34,11 +40,15 @@ State directory layout: ``pgdata/`` (owned by the unprivileged ``postgres``
 user when run as root), ``run/`` (unix socket), ``log/postgres.log``,
 ``moto.log``, ``moto.pid``, ``admin_password`` (0600, never printed except by
 ``env``), ``stack.json`` (0644, no secrets), possibly ``pgserver/`` (a copy
-of the wheel's binaries when the unprivileged user cannot reach the wheel's copy).
+of the wheel's binaries when the unprivileged user cannot reach the wheel's copy),
+``tls/`` (``ca.crt``, ``server.crt``, ``server.key`` 0600), ``pgbouncer/``
+(``pgbouncer.ini``; ``userlist.txt`` 0600 with the password of its auth_query
+role ``ndis_local_pgbouncer``, a local-only superuser that reads pg_shadow),
+``log/pgbouncer.log``.
 
 Exit codes:
 
-    0  success (status: both components running)
+    0  success (status: every component running)
     1  failure (a component failed to start/stop, unsafe directory, ...)
     2  a port is taken by something that is not this stack (nothing started),
        or invalid command-line usage
@@ -88,6 +98,9 @@ SUBNETS = (("a", "10.20.1.0/24"), ("b", "10.20.2.0/24"))
 MARKER = ".ndis-local-stack"
 PG_START_TIMEOUT = 60
 MOTO_START_TIMEOUT = 30
+TLS_PORT_OFFSET = 1000
+BOUNCER_START_TIMEOUT = 20
+BOUNCER_AUTH_ROLE = "ndis_local_pgbouncer"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +122,11 @@ class Config:
     moto_port: int
     region: str
     admin_user: str
+    tls_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.tls_port:
+            self.tls_port = self.pg_port + TLS_PORT_OFFSET
 
     @property
     def pgdata(self) -> Path:
@@ -141,6 +159,14 @@ class Config:
     @property
     def stack_json(self) -> Path:
         return self.dir / "stack.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def bouncer_dir(self) -> Path:
+        return self.dir / "pgbouncer"
 
     @property
     def endpoint_url(self) -> str:
@@ -489,6 +515,197 @@ def seed_network(cfg: Config) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# TLS endpoint: pgbouncer with client TLS required, in front of PostgreSQL
+# --------------------------------------------------------------------------
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, mode)
+    chown_pg(path)
+
+
+def ensure_certificates(cfg: Config) -> None:
+    """A local CA and a server certificate for localhost / 127.0.0.1, made once.
+    The CA's key is not kept: nothing else is ever signed with it."""
+    ca_crt, crt, key = cfg.tls_dir / "ca.crt", cfg.tls_dir / "server.crt", cfg.tls_dir / "server.key"
+    if ca_crt.exists() and crt.exists() and key.exists():
+        return
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    log(f"generating a local CA and a server certificate in {cfg.tls_dir}")
+    makedirs_0755(cfg.tls_dir)
+    chown_pg(cfg.tls_dir)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=825)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ndis local stack CA ({cfg.dir})")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write_private(key, server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_private(crt, server.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_private(ca_crt, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def pgbouncer_binary() -> str:
+    """Debian's pgbouncer; installed with apt-get when missing and we are root."""
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
+    if found:
+        return found
+    if not (is_root() and shutil.which("apt-get")):
+        raise StackError("pgbouncer is not installed; the local stack's TLS endpoint needs it. "
+                         "Install it with: sudo apt-get install -y pgbouncer (then run start again)")
+    log("pgbouncer is missing: installing it with apt-get (Debian's package)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "pgbouncer"]
+    res = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
+    if res.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=600)
+        res = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
+    found = shutil.which("pgbouncer", path="/usr/sbin:/usr/bin:/usr/local/sbin")
+    if res.returncode != 0 or not found:
+        raise StackError(f"apt-get install pgbouncer failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return found
+
+
+def ensure_bouncer_role(cfg: Config) -> str:
+    """The role pgbouncer's auth_query logs in as, and its password (kept in
+    userlist.txt, the file pgbouncer reads).  It must read pg_shadow in every
+    database, including ones that revoke CONNECT from PUBLIC, so it is a
+    superuser: local only, standing in for RDS's own machinery."""
+    import psycopg2
+
+    userlist = cfg.bouncer_dir / "userlist.txt"
+    password = None
+    if userlist.exists():
+        parts = userlist.read_text().split('"')
+        password = parts[3] if len(parts) > 3 else None
+    if not password:
+        password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+        write_private(userlist, f'"{BOUNCER_AUTH_ROLE}" "{password}"\n'.encode())
+    admin_password = cfg.password_file.read_text().strip()
+    conn = psycopg2.connect(host="127.0.0.1", port=cfg.pg_port, user=cfg.admin_user,
+                            password=admin_password, dbname="postgres", connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (BOUNCER_AUTH_ROLE,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(f"{verb} ROLE {BOUNCER_AUTH_ROLE} LOGIN SUPERUSER PASSWORD %s", (password,))
+    finally:
+        conn.close()
+    return password
+
+
+def write_bouncer_conf(cfg: Config) -> Path:
+    ini = cfg.bouncer_dir / "pgbouncer.ini"
+    tls = cfg.tls_dir
+    ini.write_text(
+        "; written by dbops.local_stack on every start\n"
+        "[databases]\n"
+        f"* = host=127.0.0.1 port={cfg.pg_port}\n\n"
+        "[pgbouncer]\n"
+        "listen_addr = 127.0.0.1\n"
+        f"listen_port = {cfg.tls_port}\n"
+        "unix_socket_dir =\n"
+        "auth_type = scram-sha-256\n"
+        f"auth_file = {cfg.bouncer_dir / 'userlist.txt'}\n"
+        f"auth_user = {BOUNCER_AUTH_ROLE}\n"
+        "pool_mode = session\n"
+        "max_client_conn = 200\n"
+        "default_pool_size = 20\n"
+        "; idle server connections close soon, so DROP DATABASE behind the pooler is not blocked for long\n"
+        "server_idle_timeout = 5\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        "client_tls_sslmode = require\n"
+        f"client_tls_cert_file = {tls / 'server.crt'}\n"
+        f"client_tls_key_file = {tls / 'server.key'}\n"
+        f"client_tls_ca_file = {tls / 'ca.crt'}\n"
+        "client_tls_protocols = secure\n"
+        "server_tls_sslmode = disable\n"
+        f"logfile = {cfg.log_dir / 'pgbouncer.log'}\n"
+        f"pidfile = {cfg.bouncer_dir / 'pgbouncer.pid'}\n"
+    )
+    chown_pg(ini)
+    return ini
+
+
+def bouncer_pid(cfg: Config) -> int | None:
+    try:
+        pid = int((cfg.bouncer_dir / "pgbouncer.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid
+    return pid if b"pgbouncer" in cmdline else None
+
+
+def bouncer_start(cfg: Config) -> None:
+    binary = pgbouncer_binary()
+    makedirs_0755(cfg.bouncer_dir)
+    chown_pg(cfg.bouncer_dir)
+    ensure_certificates(cfg)
+    ensure_bouncer_role(cfg)
+    ini = write_bouncer_conf(cfg)
+    log(f"starting pgbouncer (TLS required) on 127.0.0.1:{cfg.tls_port}")
+    res = subprocess.run(as_pg_user([binary, "-d", str(ini)]), capture_output=True, text=True,
+                         cwd=cfg.dir, stdin=subprocess.DEVNULL, timeout=30)
+    deadline = time.monotonic() + BOUNCER_START_TIMEOUT
+    while res.returncode == 0 and time.monotonic() < deadline:
+        if bouncer_pid(cfg) is not None and port_answers(cfg.tls_port):
+            return
+        time.sleep(0.2)
+    tail = ""
+    try:
+        tail = "\n".join((cfg.log_dir / "pgbouncer.log").read_text(errors="replace").splitlines()[-15:])
+    except OSError:
+        pass
+    raise StackError(f"pgbouncer did not start on port {cfg.tls_port}:\n{res.stdout}{res.stderr}\n{tail}")
+
+
+def bouncer_stop(cfg: Config) -> None:
+    pid = bouncer_pid(cfg)
+    if pid is not None:
+        log(f"stopping pgbouncer (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (cfg.bouncer_dir / "pgbouncer.pid").unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------
 def effective(cfg: Config) -> Config:
@@ -504,6 +721,7 @@ def effective(cfg: Config) -> Config:
             moto_port=int(data["aws"]["endpoint_url"].rsplit(":", 1)[1]),
             region=data["aws"]["region"],
             admin_user=data["pg"]["user"],
+            tls_port=int(data.get("tls", {}).get("port") or cfg.tls_port),
         )
     except (KeyError, ValueError, TypeError, IndexError):
         return cfg
@@ -528,6 +746,12 @@ def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any]) -> dict
             "secret_access_key": AWS_KEY,
         },
         "network": network,
+        # the TLS endpoint (pgbouncer, client TLS required) in front of PostgreSQL
+        "tls": {
+            "host": "127.0.0.1",
+            "port": cfg.tls_port,
+            "ca_file": str(cfg.tls_dir / "ca.crt"),
+        },
     }
     tmp = cfg.stack_json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -541,10 +765,11 @@ def cmd_start(cfg: Config) -> int:
         raise StackError(f"{cfg.dir} exists, is not empty and is not a local stack directory; choose another --dir")
     pg_up = cfg.dir.exists() and pg_pid(cfg) is not None
     moto_up = cfg.dir.exists() and moto_pid(cfg) is not None
-    if pg_up and moto_up and cfg.stack_json.exists():
+    bouncer_up = cfg.dir.exists() and bouncer_pid(cfg) is not None
+    if pg_up and moto_up and bouncer_up and cfg.stack_json.exists():
         log(f"already running (state in {cfg.dir}); nothing changed")
         return EXIT_OK
-    if pg_up or moto_up:
+    if pg_up or moto_up or bouncer_up:
         cfg = effective(cfg)
 
     # Ports first: fail before starting anything.
@@ -553,6 +778,8 @@ def cmd_start(cfg: Config) -> int:
         checks.append(("PostgreSQL", cfg.pg_port, "--pg-port", "NDIS_LOCAL_PG_PORT"))
     if not moto_up:
         checks.append(("moto", cfg.moto_port, "--moto-port", "NDIS_LOCAL_MOTO_PORT"))
+    if not bouncer_up:
+        checks.append(("the TLS endpoint (pgbouncer)", cfg.tls_port, "--tls-port", "NDIS_LOCAL_TLS_PORT"))
     for what, port, flag, envvar in checks:
         if not port_free(port):
             raise StackError(
@@ -560,6 +787,10 @@ def cmd_start(cfg: Config) -> int:
                 f"choose another with {flag} PORT or {envvar}=PORT", EXIT_PORT_TAKEN)
     if not pg_up and not moto_up and cfg.pg_port == cfg.moto_port:
         raise StackError("--pg-port and --moto-port must differ", EXIT_PORT_TAKEN)
+    if not bouncer_up and cfg.tls_port in (cfg.pg_port, cfg.moto_port):
+        raise StackError("--tls-port must differ from --pg-port and --moto-port", EXIT_PORT_TAKEN)
+    if not bouncer_up:
+        pgbouncer_binary()  # installed (or reported missing) before anything starts
 
     makedirs_0755(cfg.dir)
     os.chmod(cfg.dir, 0o755)
@@ -574,9 +805,12 @@ def cmd_start(cfg: Config) -> int:
         pg_start(cfg, bindir)
     if not moto_up:
         moto_start(cfg)
+    if not bouncer_up:
+        bouncer_start(cfg)
     network = seed_network(cfg)
     write_stack_json(cfg, bindir, network)
-    log(f"running: PostgreSQL 127.0.0.1:{cfg.pg_port}, moto {cfg.endpoint_url}; state in {cfg.dir}")
+    log(f"running: PostgreSQL 127.0.0.1:{cfg.pg_port}, TLS endpoint 127.0.0.1:{cfg.tls_port}, "
+        f"moto {cfg.endpoint_url}; state in {cfg.dir}")
     prog = "dbops-local-stack" if Path(sys.argv[0]).name == "dbops-local-stack" else "python -m dbops.local_stack"
     log(f'use: eval "$({prog} env --dir {cfg.dir})"')
     return EXIT_OK
@@ -589,6 +823,7 @@ def cmd_stop(cfg: Config) -> int:
     if pg_pid(cfg) is not None:
         pg_stop(cfg, resolve_bindir(cfg, create=False))
     moto_stop(cfg)
+    bouncer_stop(effective(cfg))
     log("stopped (state kept)")
     return EXIT_OK
 
@@ -610,6 +845,7 @@ def gather_status(cfg: Config) -> dict[str, Any]:
     data = read_json(cfg.stack_json) or {}
     ppid = pg_pid(cfg) if cfg.dir.exists() else None
     mpid = moto_pid(cfg) if cfg.dir.exists() else None
+    bpid = bouncer_pid(cfg) if cfg.dir.exists() else None
     return {
         "dir": str(cfg.dir),
         "initialised": pg_initialised(cfg),
@@ -627,13 +863,20 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             "endpoint_url": f"http://127.0.0.1:{moto_running_port(cfg) or cfg.moto_port}",
             "region": cfg.region,
         },
+        "tls": {
+            "running": bpid is not None,
+            "pid": bpid,
+            "host": "127.0.0.1",
+            "port": cfg.tls_port,
+            "ca_file": str(cfg.tls_dir / "ca.crt"),
+        },
         "network": data.get("network"),
     }
 
 
 def cmd_status(cfg: Config, as_json: bool) -> int:
     st = gather_status(cfg)
-    ok = st["pg"]["running"] and st["moto"]["running"]
+    ok = st["pg"]["running"] and st["moto"]["running"] and st["tls"]["running"]
     if as_json:
         print(json.dumps(st, indent=2))
     else:
@@ -645,6 +888,8 @@ def cmd_status(cfg: Config, as_json: bool) -> int:
              f"127.0.0.1:{st['pg']['port']}", f"version {st['pg']['version'] or '?'}"),
             ("moto", state(st["moto"]), str(st["moto"]["pid"] or "-"),
              st["moto"]["endpoint_url"], f"region {st['moto']['region']}"),
+            ("pgbouncer", state(st["tls"]), str(st["tls"]["pid"] or "-"),
+             f"127.0.0.1:{st['tls']['port']}", "TLS required, CA " + st["tls"]["ca_file"]),
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
@@ -689,6 +934,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--moto-port", type=int,
                         default=int(env.get("NDIS_LOCAL_MOTO_PORT", DEFAULT_MOTO_PORT)),
                         help="moto port (NDIS_LOCAL_MOTO_PORT, default %(default)s)")
+    common.add_argument("--tls-port", type=int, default=int(env.get("NDIS_LOCAL_TLS_PORT", 0)),
+                        help="TLS endpoint (pgbouncer) port (NDIS_LOCAL_TLS_PORT, default: the PostgreSQL port + 1000)")
     common.add_argument("--region", default=env.get("NDIS_LOCAL_REGION", DEFAULT_REGION),
                         help="AWS region (NDIS_LOCAL_REGION, default %(default)s)")
     common.add_argument("--admin-user", default=DEFAULT_ADMIN, help="PostgreSQL admin role (default %(default)s)")
@@ -706,7 +953,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = Config(dir=Path(args.dir).absolute(), pg_port=args.pg_port, moto_port=args.moto_port,
-                 region=args.region, admin_user=args.admin_user)
+                 region=args.region, admin_user=args.admin_user, tls_port=args.tls_port)
     try:
         if args.command == "start":
             return cmd_start(cfg)

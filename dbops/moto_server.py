@@ -349,12 +349,47 @@ def patch_backup_selections() -> None:
     BackupResponse.delete_backup_selection = delete_backup_selection  # type: ignore[attr-defined]
 
 
+# --------------------------------------------------------------------------
+# Patch 5: PutParameter checks the SecureString's KMS key
+# --------------------------------------------------------------------------
+def patch_ssm_secure_string_kms_key() -> None:
+    """Real AWS: PutParameter of a SecureString encrypts with the KeyId given
+    (default alias/aws/ssm) and fails with InvalidKeyId when that key does not
+    exist or is not enabled (disabled, pending deletion).  moto stores any
+    KeyId unchecked.  tests/test_secrets.py relies on it: the rotation
+    playbook's restore path is exercised by disabling the project key, so the
+    SSM write fails for real after the database password has changed."""
+    from moto.kms.models import kms_backends
+    from moto.ssm.exceptions import SSMException
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    orig = SimpleSystemManagerBackend.put_parameter
+
+    def put_parameter(self: Any, name: str, description: str, value: str, parameter_type: str,
+                      allowed_pattern: str, keyid: str, overwrite: bool, *args: Any, **kwargs: Any) -> Any:
+        if parameter_type == "SecureString":
+            kms = kms_backends[self.account_id][self.region_name]
+            wanted = keyid or "alias/aws/ssm"
+            try:
+                key = kms.describe_key(wanted)
+            except Exception:  # moto raises NotFoundException / a KeyError depending on the form
+                key = None
+            if key is None or getattr(key, "key_state", "Enabled") != "Enabled":
+                state = "does not exist" if key is None else f"is {key.key_state}"
+                raise SSMException("InvalidKeyId", f"Invalid keyId {wanted}: the KMS key {state}.")
+        return orig(self, name, description, value, parameter_type, allowed_pattern, keyid, overwrite,
+                    *args, **kwargs)
+
+    SimpleSystemManagerBackend.put_parameter = put_parameter  # type: ignore[method-assign]
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
     patch_describe_db_parameters_metadata,
     patch_backup_vault_access_denied,
     patch_backup_selections,
+    patch_ssm_secure_string_kms_key,
 )
 
 
@@ -382,9 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=55500)
     args = parser.parse_args(argv)
 
-    from werkzeug.serving import run_simple
-
     from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
 
     def _exit(signum: int, frame: Any) -> None:
         sys.exit(0)

@@ -5,7 +5,8 @@ Fixtures
 local_stack   (session)  parsed ``stack.json`` plus ``admin_password``; the stack
                          lives in /tmp/ndis-pytest-stack (NDIS_TEST_STACK_DIR),
                          ports NDIS_TEST_PG_PORT / NDIS_TEST_MOTO_PORT
-                         (55433 / 55501); ``down`` at session end.
+                         (55433 / 55501), TLS endpoint NDIS_TEST_TLS_PORT (the
+                         PostgreSQL port + 1000); ``down`` at session end.
 pg_admin_dsn  (session)  libpq keyword DSN to database ``postgres`` as admin.
 scratch_db    (function) fresh uniquely named database: {"name", "dsn"};
                          dropped WITH (FORCE) afterwards.
@@ -28,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack")
 PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
 MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501"))
+TLS_PORT = int(os.environ.get("NDIS_TEST_TLS_PORT", str(PG_PORT + 1000)))  # the stack's TLS endpoint (pgbouncer)
 
 
 def run_stack(*args: str, check: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -47,8 +49,11 @@ def run_stack(*args: str, check: bool = True, timeout: int = 180) -> subprocess.
     return proc
 
 
-def stack_args(directory: str = STACK_DIR, pg_port: int = PG_PORT, moto_port: int = MOTO_PORT) -> list[str]:
-    return ["--dir", directory, "--pg-port", str(pg_port), "--moto-port", str(moto_port)]
+def stack_args(directory: str = STACK_DIR, pg_port: int = PG_PORT, moto_port: int = MOTO_PORT,
+               tls_port: int | None = None) -> list[str]:
+    # Another stack (other ports) gets its own TLS port: its PostgreSQL port + 1000.
+    tls = tls_port or (TLS_PORT if directory == STACK_DIR else pg_port + 1000)
+    return ["--dir", directory, "--pg-port", str(pg_port), "--moto-port", str(moto_port), "--tls-port", str(tls)]
 
 
 def dsn_quote(value: str) -> str:

@@ -1,0 +1,271 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pgvector_index
+short_description: Manage pgvector HNSW / IVFFlat indexes from declarations, with safe concurrent builds
+version_added: "0.2.0"
+description:
+  - Checks the C(vector) extension against O(min_version) and known-bad versions, and runs
+    C(ALTER EXTENSION vector UPDATE) only when O(update_extension) is set.
+  - For each declaration in O(indexes), finds the index by name and compares its access method,
+    operator class and parameters with the declaration. A missing index is built; an INVALID one
+    (left by an interrupted C(CREATE INDEX CONCURRENTLY)) is dropped and rebuilt; a different
+    definition, or an IVFFlat index built on far fewer rows than the table holds now, is reported
+    and rebuilt only with O(allow_rebuild) (under a temporary name, then swapped).
+  - IVFFlat is never built on a table with fewer than O(ivfflat_min_rows) rows (its lists would be
+    trained on nothing); the build is deferred and the result says so.
+  - Builds use C(CREATE INDEX CONCURRENTLY) (writes continue) over a session with
+    C(application_name=pgvector_index), C(maintenance_work_mem) sized to the build,
+    C(max_parallel_maintenance_workers) and C(statement_timeout). Their progress is in
+    C(pg_stat_progress_create_index); run the task with C(async) to watch it.
+  - Rows at build time are kept in the index comment (C(ndis.dbops.pgvector {json})).
+author:
+  - ndis dbops maintainers
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
+options:
+  login_host:
+    description: Host of the PostgreSQL server. Empty means the local Unix socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: User to connect as (the admin; it must own the tables or be able to index them).
+    type: str
+    default: postgres
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ''
+  login_db:
+    description: Database holding the tables.
+    type: str
+    required: true
+    aliases: [db]
+  connect_timeout:
+    description: Seconds to wait for the connection to be established.
+    type: int
+    default: 10
+  ssl_mode:
+    description: libpq sslmode of the connection.
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
+    type: path
+  indexes:
+    description:
+      - The vector index declarations.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      table:
+        description: Table holding the vectors.
+        type: str
+        required: true
+      column:
+        description: The C(vector) column.
+        type: str
+        required: true
+      schema:
+        description: Schema of O(indexes[].table).
+        type: str
+        default: public
+      name:
+        description: Index name. Default C(<table>_<column>_<method>_<metric>) (metric C(ip) for inner product).
+        type: str
+      metric:
+        description: Distance the application searches with (operator C(<=>), C(<->) or C(<#>)).
+        type: str
+        default: cosine
+        choices: [cosine, l2, inner_product]
+      method:
+        description:
+          - C(auto) is HNSW. IVFFlat is built only on a table holding data (see O(ivfflat_min_rows)).
+        type: str
+        default: auto
+        choices: [auto, hnsw, ivfflat]
+      m:
+        description: HNSW connections per layer (default 16).
+        type: int
+      ef_construction:
+        description: HNSW candidate list size while building (default 64, at least 2 * m).
+        type: int
+      lists:
+        description:
+          - IVFFlat lists. Default rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10,
+            computed at build time; a computed value is not drift, a stale one is.
+        type: int
+  min_version:
+    description: Oldest acceptable pgvector version (HNSW needs 0.5.0).
+    type: str
+    default: "0.5.0"
+  update_extension:
+    description: Run C(ALTER EXTENSION vector UPDATE) when the server offers a newer version.
+    type: bool
+    default: false
+  allow_rebuild:
+    description: Rebuild indexes whose definition drifted from the declaration or whose IVFFlat lists are stale.
+    type: bool
+    default: false
+  ivfflat_min_rows:
+    description: Fewest rows an IVFFlat index is built on; below it the build is deferred.
+    type: int
+    default: 1000
+  stale_factor:
+    description: An IVFFlat index is stale when the table holds more than this many times the rows it was built on.
+    type: float
+    default: 2.0
+  maintenance_work_mem:
+    description:
+      - C(maintenance_work_mem) of the build session (for example C(1GB)). Default sized to the build
+        from the row count, dimensions and parameters (plus 25%), at least 64MB, capped at O(maintenance_work_mem_max).
+    type: str
+  maintenance_work_mem_max:
+    description: Cap of the derived O(maintenance_work_mem); keep it well below the instance's memory.
+    type: str
+    default: 2GB
+  max_parallel_maintenance_workers:
+    description: Parallel workers for the build session. Default the server's setting.
+    type: int
+  build_timeout:
+    description: C(statement_timeout) of each build, seconds (0 = none).
+    type: int
+    default: 3600
+notes:
+  - Supports C(check_mode) (reads the catalog and reports what would be created or rebuilt; builds
+    nothing) and C(diff) (index definitions before and after).
+seealso:
+  - module: ndis.dbops.pgvector_tune
+  - module: ndis.dbops.pgvector_recall_info
+  - name: pgvector indexing
+    description: HNSW and IVFFlat options and their trade-offs.
+    link: https://github.com/pgvector/pgvector#indexing
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Keep the baseline HNSW index on embeddings
+  ndis.dbops.pgvector_index:
+    login_host: "{{ db_host }}"
+    login_user: admin
+    login_password: "{{ admin_password }}"
+    login_db: ndis_chatbot
+    indexes:
+      - table: embeddings
+        column: embedding
+        metric: cosine
+
+- name: IVFFlat sized from the data, rebuilt when stale, watched while it builds
+  ndis.dbops.pgvector_index:
+    login_db: ndis_chatbot
+    allow_rebuild: true
+    maintenance_work_mem: 1GB
+    indexes:
+      - {table: embeddings, column: embedding, method: ivfflat}
+  async: 7200
+  poll: 0
+"""
+
+RETURN = r"""
+queries:
+  description: Statements run, or that would run in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["CREATE INDEX CONCURRENTLY \"x\" ON \"public\".\"t\" USING hnsw (\"v\" vector_cosine_ops) WITH (m = 16, ef_construction = 64)"]
+indexes:
+  description: One entry per declaration - name, table, column, metric, method, rows, action
+    (none, create, rebuild, defer, report, missing_table), reason, params, current definition, build_seconds.
+  returned: success
+  type: list
+  elements: dict
+extension:
+  description: Installed and available pgvector versions and the extension's schema.
+  returned: success
+  type: dict
+  sample: {"installed": "0.8.5", "available": "0.8.5", "schema": "public"}
+deferred:
+  description: Declarations not built yet and why (empty IVFFlat table, table not created yet).
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: Drift, stale lists or undeclared vector indexes found and not acted on.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: Index definitions before and after, with C(--diff).
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+
+
+def main():
+    argument_spec = dict(vi.CONNECTION_ARGS)
+    argument_spec.update(
+        indexes=vi.INDEX_ARGS,
+        min_version=dict(type="str", default="0.5.0"),
+        update_extension=dict(type="bool", default=False),
+        allow_rebuild=dict(type="bool", default=False),
+        ivfflat_min_rows=dict(type="int", default=1000),
+        stale_factor=dict(type="float", default=2.0),
+        maintenance_work_mem=dict(type="str"),
+        maintenance_work_mem_max=dict(type="str", default="2GB"),
+        max_parallel_maintenance_workers=dict(type="int"),
+        build_timeout=dict(type="int", default=3600),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not vi.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    p = module.params
+    try:
+        result = vi.ensure_indexes(
+            vi.conn_params(p), p["indexes"],
+            min_version=p["min_version"], update_extension=p["update_extension"], allow_rebuild=p["allow_rebuild"],
+            ivfflat_min_rows=p["ivfflat_min_rows"], stale_factor=p["stale_factor"],
+            maintenance_work_mem=p["maintenance_work_mem"], maintenance_work_mem_max=p["maintenance_work_mem_max"],
+            parallel_workers=p["max_parallel_maintenance_workers"], build_timeout=p["build_timeout"],
+            check_mode=module.check_mode,
+        )
+    except vi.VectorIndexError as e:
+        partial = dict(e.result or {})
+        partial.pop("diff", None)
+        for w in partial.pop("warnings", []) or []:
+            module.warn(w)
+        partial.update(e.details)
+        partial["changed"] = False
+        module.fail_json(msg=e.msg, **partial)
+    for w in result.pop("warnings", []):
+        module.warn(w)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

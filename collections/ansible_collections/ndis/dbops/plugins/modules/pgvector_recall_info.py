@@ -1,0 +1,209 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pgvector_recall_info
+short_description: Measure the recall@k of pgvector indexes with the settings the application gets
+version_added: "0.2.0"
+description:
+  - Read-only health check. For each declared index, samples O(sample_size) stored vectors as queries,
+    compares the index's top-k (index forced, with the database/role defaults of the connecting user,
+    or O(settings)) with the exact top-k (index scans disabled) and reports recall@k and median latency.
+  - An index below O(threshold) is reported as C(fail) with the likely cause (for example IVFFlat lists
+    trained on an empty table) and the fix. A table with fewer than O(min_rows) rows is C(skipped), with
+    the row count (recall cannot be measured honestly on it).
+  - The session is C(default_transaction_read_only); nothing is written. O(fail_below) makes the task fail.
+author:
+  - ndis dbops maintainers
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
+options:
+  login_host:
+    description: Host of the PostgreSQL server. Empty means the local Unix socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: User to connect as (the admin; it must own the tables or be able to index them).
+    type: str
+    default: postgres
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ''
+  login_db:
+    description: Database holding the tables.
+    type: str
+    required: true
+    aliases: [db]
+  connect_timeout:
+    description: Seconds to wait for the connection to be established.
+    type: int
+    default: 10
+  ssl_mode:
+    description: libpq sslmode of the connection.
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
+    type: path
+  indexes:
+    description:
+      - The vector index declarations.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      table:
+        description: Table holding the vectors.
+        type: str
+        required: true
+      column:
+        description: The C(vector) column.
+        type: str
+        required: true
+      schema:
+        description: Schema of O(indexes[].table).
+        type: str
+        default: public
+      name:
+        description: Index name. Default C(<table>_<column>_<method>_<metric>) (metric C(ip) for inner product).
+        type: str
+      metric:
+        description: Distance the application searches with (operator C(<=>), C(<->) or C(<#>)).
+        type: str
+        default: cosine
+        choices: [cosine, l2, inner_product]
+      method:
+        description:
+          - C(auto) is HNSW. IVFFlat is built only on a table holding data (see O(ivfflat_min_rows)).
+        type: str
+        default: auto
+        choices: [auto, hnsw, ivfflat]
+      m:
+        description: HNSW connections per layer (default 16).
+        type: int
+      ef_construction:
+        description: HNSW candidate list size while building (default 64, at least 2 * m).
+        type: int
+      lists:
+        description:
+          - IVFFlat lists. Default rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10,
+            computed at build time; a computed value is not drift, a stale one is.
+        type: int
+  k:
+    description: Neighbours per query.
+    type: int
+    default: 10
+  sample_size:
+    description: Stored vectors used as queries.
+    type: int
+    default: 50
+  min_rows:
+    description: Fewest rows a table needs before its recall is measured.
+    type: int
+    default: 1000
+  threshold:
+    description: Recall@k below which an index fails the check.
+    type: float
+    default: 0.9
+  settings:
+    description: C(hnsw.ef_search) / C(ivfflat.probes) to measure with, instead of the session's defaults.
+    type: dict
+  fail_below:
+    description: Fail the task when an index is below O(threshold) (default only report it in RV(ok)).
+    type: bool
+    default: false
+notes:
+  - Supports C(check_mode) (the same read-only measurement).
+seealso:
+  - module: ndis.dbops.pgvector_tune
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Check recall@10 of the embeddings index
+  ndis.dbops.pgvector_recall_info:
+    login_db: ndis_chatbot
+    login_user: admin
+    login_password: "{{ admin_password }}"
+    indexes:
+      - {table: embeddings, column: embedding}
+  register: recall
+"""
+
+RETURN = r"""
+ok:
+  description: True when no index is below O(threshold) (skipped ones count as ok).
+  returned: always
+  type: bool
+summary:
+  description: One line per index.
+  returned: always
+  type: str
+  sample: "embeddings_embedding_hnsw_cosine recall@10 0.984 at hnsw.ef_search=100, 3.1 ms median (exact 20.4 ms), 50 queries"
+checks:
+  description: Per index - name, table, rows, status (pass, fail, skipped), recall, median_ms, exact_median_ms,
+    setting, detail, and for a failure cause and fix.
+  returned: always
+  type: list
+  elements: dict
+queries:
+  description: Always empty - the check runs no statement that changes anything.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+
+
+def main():
+    argument_spec = dict(vi.CONNECTION_ARGS)
+    argument_spec.update(
+        indexes=vi.INDEX_ARGS,
+        k=dict(type="int", default=10),
+        sample_size=dict(type="int", default=50),
+        min_rows=dict(type="int", default=1000),
+        threshold=dict(type="float", default=0.9),
+        settings=dict(type="dict"),
+        fail_below=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not vi.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    p = module.params
+    try:
+        result = vi.recall_check(vi.conn_params(p), p["indexes"], k=p["k"], sample_size=p["sample_size"],
+                                 min_rows=p["min_rows"], threshold=p["threshold"], settings=p["settings"])
+    except vi.VectorIndexError as e:
+        module.fail_json(msg=e.msg, ok=False, checks=[], queries=[], **e.details)
+    result["queries"] = []
+    if p["fail_below"] and not result["ok"]:
+        failed = [c for c in result["checks"] if c["status"] == "fail"]
+        module.fail_json(msg="recall below %.2f: %s" % (p["threshold"], "; ".join(
+            "%s: %s. Fix: %s" % (c["detail"], c.get("cause", ""), c.get("fix", "")) for c in failed)), changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pgvector_tune
+short_description: Set hnsw.ef_search / ivfflat.probes for the application from measured recall
+version_added: "0.2.0"
+description:
+  - For each declared index, samples O(sample_size) stored vectors as queries, computes their exact
+    top-k (index scans disabled), then measures the index's recall@k at increasing C(hnsw.ef_search)
+    (40 to O(max_ef_search)) or C(ivfflat.probes) (1 to O(max_probes)) and keeps the smallest value that reaches
+    O(recall_target).
+  - Stores the result with C(ALTER DATABASE ... SET) (O(scope=database)) or C(ALTER ROLE ... IN DATABASE ... SET)
+    (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
+    method, the largest value wins (the setting is per session, not per index).
+  - When the bound cannot reach the target, the bound is set and the result recommends a rebuild.
+  - Tables with fewer than O(min_rows) rows are skipped, and the result says so (recall cannot be measured on them).
+  - The rows and value of the last tuning are kept in the index comment; the measurement is repeated only when the
+    table has grown more than O(growth_factor) times since, or the stored setting is missing or lower.
+author:
+  - ndis dbops maintainers
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
+options:
+  login_host:
+    description: Host of the PostgreSQL server. Empty means the local Unix socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: User to connect as (the admin; it must own the tables or be able to index them).
+    type: str
+    default: postgres
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ''
+  login_db:
+    description: Database holding the tables.
+    type: str
+    required: true
+    aliases: [db]
+  connect_timeout:
+    description: Seconds to wait for the connection to be established.
+    type: int
+    default: 10
+  ssl_mode:
+    description: libpq sslmode of the connection.
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
+    type: path
+  indexes:
+    description:
+      - The vector index declarations.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      table:
+        description: Table holding the vectors.
+        type: str
+        required: true
+      column:
+        description: The C(vector) column.
+        type: str
+        required: true
+      schema:
+        description: Schema of O(indexes[].table).
+        type: str
+        default: public
+      name:
+        description: Index name. Default C(<table>_<column>_<method>_<metric>) (metric C(ip) for inner product).
+        type: str
+      metric:
+        description: Distance the application searches with (operator C(<=>), C(<->) or C(<#>)).
+        type: str
+        default: cosine
+        choices: [cosine, l2, inner_product]
+      method:
+        description:
+          - C(auto) is HNSW. IVFFlat is built only on a table holding data (see O(ivfflat_min_rows)).
+        type: str
+        default: auto
+        choices: [auto, hnsw, ivfflat]
+      m:
+        description: HNSW connections per layer (default 16).
+        type: int
+      ef_construction:
+        description: HNSW candidate list size while building (default 64, at least 2 * m).
+        type: int
+      lists:
+        description:
+          - IVFFlat lists. Default rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10,
+            computed at build time; a computed value is not drift, a stale one is.
+        type: int
+  recall_target:
+    description: Recall@k to reach.
+    type: float
+    default: 0.95
+  k:
+    description: Neighbours per query (the application's LIMIT).
+    type: int
+    default: 10
+  sample_size:
+    description: Stored vectors used as queries.
+    type: int
+    default: 50
+  min_rows:
+    description: Fewest rows a table needs before it is tuned.
+    type: int
+    default: 1000
+  scope:
+    description: Where the setting is stored. C(none) measures and reports only.
+    type: str
+    default: database
+    choices: [database, role, none]
+  role:
+    description: Role whose sessions get the setting, with O(scope=role).
+    type: str
+  max_ef_search:
+    description: Largest C(hnsw.ef_search) tried (pgvector allows up to 1000).
+    type: int
+    default: 400
+  max_probes:
+    description: Largest C(ivfflat.probes) tried. Default the index's lists.
+    type: int
+  growth_factor:
+    description: Re-measure when the table holds more than this many times the rows it was tuned on.
+    type: float
+    default: 2.0
+notes:
+  - Supports C(check_mode) (measures, which only reads, and reports what would be set) and C(diff).
+  - The sample is reproducible (C(TABLESAMPLE BERNOULLI ... REPEATABLE)); each query excludes the stored vector itself.
+seealso:
+  - module: ndis.dbops.pgvector_index
+  - module: ndis.dbops.pgvector_recall_info
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Give app_user sessions the smallest ef_search reaching recall@10 0.95
+  ndis.dbops.pgvector_tune:
+    login_db: ndis_chatbot
+    login_user: admin
+    login_password: "{{ admin_password }}"
+    scope: role
+    role: app_user
+    recall_target: 0.95
+    indexes:
+      - {table: embeddings, column: embedding}
+"""
+
+RETURN = r"""
+queries:
+  description: Statements run, or that would run in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ALTER DATABASE \"ndis_chatbot\" SET hnsw.ef_search = 100"]
+settings:
+  description: The values chosen, by setting name.
+  returned: success
+  type: dict
+  sample: {"hnsw.ef_search": 100}
+indexes:
+  description: Per index - status (measured, kept, skipped), value, recall, median_ms, exact_median_ms, curve
+    ([value, recall, ms] for each value tried), rows, detail.
+  returned: success
+  type: list
+  elements: dict
+skipped:
+  description: Why indexes were not tuned (too few rows, index missing).
+  returned: always
+  type: list
+  elements: str
+recommendations:
+  description: Rebuilds recommended where the bound could not reach the target.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: The settings before and after, with C(--diff).
+  returned: when diff mode is on and a setting changes
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+
+
+def main():
+    argument_spec = dict(vi.CONNECTION_ARGS)
+    argument_spec.update(
+        indexes=vi.INDEX_ARGS,
+        recall_target=dict(type="float", default=0.95),
+        k=dict(type="int", default=10),
+        sample_size=dict(type="int", default=50),
+        min_rows=dict(type="int", default=1000),
+        scope=dict(type="str", default="database", choices=["database", "role", "none"]),
+        role=dict(type="str"),
+        max_ef_search=dict(type="int", default=400),
+        max_probes=dict(type="int"),
+        growth_factor=dict(type="float", default=2.0),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("scope", "role", ["role"])])
+    if not vi.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    p = module.params
+    if not 0 < p["recall_target"] <= 1:
+        module.fail_json(msg="recall_target must be in (0, 1], got %s" % p["recall_target"])
+    try:
+        result = vi.tune(
+            vi.conn_params(p), p["indexes"], recall_target=p["recall_target"], k=p["k"], sample_size=p["sample_size"],
+            min_rows=p["min_rows"], scope=p["scope"], role=p["role"], max_ef_search=p["max_ef_search"],
+            max_probes=p["max_probes"], growth_factor=p["growth_factor"], check_mode=module.check_mode,
+        )
+    except vi.VectorIndexError as e:
+        partial = dict(e.result or {})
+        partial.pop("diff", None)
+        partial.pop("warnings", None)
+        partial.update(e.details)
+        partial["changed"] = False
+        module.fail_json(msg=e.msg, **partial)
+    for w in result.pop("warnings", []):
+        module.warn(w)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

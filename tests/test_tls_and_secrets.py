@@ -1,0 +1,332 @@
+"""TLS, grants, rotation, bad input and the leak test, against the pytest local stack.
+
+Runs after tests/test_site.py (file order) and reuses its converged stack; run alone, the
+first fixture converges the site. Every ansible-playbook run here uses -vvv --diff with HOME,
+ANSIBLE_LOCAL_TEMP, ANSIBLE_REMOTE_TEMP and ANSIBLE_LOG_PATH inside one sandbox directory;
+the last test searches all their output and every file they wrote for every password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import psycopg2
+import pytest
+
+from conftest import REPO_ROOT, make_dsn
+
+BIN = Path(sys.executable).parent
+URL_NAME = "/ndis-chatbot/local/DATABASE_URL"
+MASTER_NAME = "/ndis-chatbot/local/rds/master_password"
+PROJECT_KEY = "alias/ndis-chatbot-local-test"
+
+# (label, stdout+stderr) of every run, and passwords known only to the test (supplied ones)
+RUNS: list[tuple[str, str]] = []
+SUPPLIED: list[str] = []
+STARTED = time.time()
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ansible-sandbox")
+    for sub in ("home", "local_tmp", "remote_tmp"):
+        (root / sub).mkdir()
+    return root
+
+
+def run(local_stack, sandbox: Path, label: str, *args: str, playbook: str = "site.yml"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_", "MOLECULE_"))}
+    env.update(
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        NDIS_LOCAL_STACK_DIR=local_stack["dir"],
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        HOME=str(sandbox / "home"),
+        ANSIBLE_HOME=str(sandbox / "home" / ".ansible"),
+        ANSIBLE_LOCAL_TEMP=str(sandbox / "local_tmp"),
+        ANSIBLE_REMOTE_TEMP=str(sandbox / "remote_tmp"),
+        ANSIBLE_LOG_PATH=str(sandbox / "ansible.log"),
+    )
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), playbook, "-l", "local", "-vvv", "--diff", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    RUNS.append((label, proc.stdout + proc.stderr))
+    return proc
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(r"ndis-chatbot-local\s+:\s+(ok=.*)", output)
+    assert match, f"no PLAY RECAP in output:\n{output[-3000:]}"
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def stored_url(boto3_client) -> dict:
+    return boto3_client("ssm").get_parameter(Name=URL_NAME, WithDecryption=True)["Parameter"]
+
+
+def url_password(url: str) -> str:
+    return re.match(r"postgres://[^:]+:([^@]+)@", url).group(1)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for assertions (pytest prints compared values)."""
+    return re.sub(r"(postgres://[^:]+:)[^@]+@", r"\1***@", url)
+
+
+def state(local_stack, boto3_client) -> dict:
+    """What a rejected run must leave as it was."""
+    with psycopg2.connect(make_dsn(local_stack, "postgres")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolname, rolconnlimit, coalesce(rolpassword, '') FROM pg_authid"
+                    " WHERE rolname !~ '^pg_' ORDER BY 1")
+        roles = cur.fetchall()
+        cur.execute("SELECT datname, coalesce(datacl::text, '') FROM pg_database ORDER BY 1")
+        databases = cur.fetchall()
+    conn.close()
+    ssm, kms = boto3_client("ssm"), boto3_client("kms")
+    return {
+        "roles": roles,
+        "databases": databases,
+        "parameters": sorted((p["Name"], p["Version"]) for p in ssm.describe_parameters()["Parameters"]),
+        "keys": sorted(k["KeyId"] for k in kms.list_keys()["Keys"]),
+        "aliases": sorted(a["AliasName"] for a in kms.list_aliases()["Aliases"]),
+    }
+
+
+def app_connect(url: str, **overrides):
+    return psycopg2.connect(url, connect_timeout=10, **overrides)
+
+
+@pytest.fixture(scope="module")
+def converged(local_stack, boto3_client, sandbox):
+    names = [p["Name"] for p in boto3_client("ssm").describe_parameters()["Parameters"]]
+    if URL_NAME not in names:
+        proc = run(local_stack, sandbox, "converge")
+        assert proc.returncode == 0, proc.stdout[-4000:]
+    return local_stack
+
+
+# --- TLS --------------------------------------------------------------------------------
+def test_stored_url_connects_over_tls_and_plain_is_refused(converged, boto3_client):
+    url = stored_url(boto3_client)["Value"]
+    assert redact(url) == f"postgres://app_user:***@127.0.0.1:{converged['tls']['port']}/ndis_chatbot?sslmode=require"
+    conn = app_connect(url)
+    assert conn.info.ssl_in_use and conn.info.ssl_attribute("protocol").startswith("TLSv1.")
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app_user"
+    conn.close()
+    # verify-full against the stack's CA: the certificate names 127.0.0.1
+    conn = app_connect(url, sslmode="verify-full", sslrootcert=converged["tls"]["ca_file"])
+    assert conn.info.ssl_in_use
+    conn.close()
+    # as rds.force_ssl=1: a client without TLS is refused, whoever it is
+    for dsn in (url.replace("sslmode=require", "sslmode=disable"),
+                make_dsn(converged, "postgres").replace(f"port={converged['pg']['port']}",
+                                                       f"port={converged['tls']['port']}") + " sslmode=disable"):
+        with pytest.raises(psycopg2.OperationalError, match="SSL required"):
+            app_connect(dsn)
+
+
+def test_verify_full_option_writes_a_url_that_verifies(converged, boto3_client, sandbox):
+    ca = converged["tls"]["ca_file"]
+    proc = run(converged, sandbox, "secrets verify-full", "--tags", "ssm_secret",
+               "-e", f'{{"ssm_secret_sslmode": "verify-full", "ssm_secret_sslrootcert": "{ca}"}}')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    url = stored_url(boto3_client)["Value"]
+    # Ansible's urlencode keeps "/" (a valid query character)
+    assert redact(url).endswith(f"?sslmode=verify-full&sslrootcert={ca}")
+    conn = app_connect(url)  # libpq reads sslmode and sslrootcert from the URL itself
+    assert conn.info.ssl_in_use
+    conn.close()
+
+
+# --- grants converge --------------------------------------------------------------------
+def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
+    db = make_dsn(converged, "ndis_chatbot")
+    by_hand = [
+        "REVOKE SELECT, UPDATE ON embeddings FROM app_user",
+        "GRANT TRUNCATE ON embeddings TO app_user",
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+        "REVOKE CONNECT ON DATABASE ndis_chatbot FROM app_user",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE ndis_chatbot_owner IN SCHEMA public REVOKE INSERT ON TABLES FROM app_user",
+        "REVOKE SELECT ON embeddings FROM ndis_chatbot_readonly",
+        "ALTER ROLE app_user CONNECTION LIMIT 3",
+    ]
+    checks = """
+        SELECT has_table_privilege('app_user', 'embeddings', 'SELECT, INSERT, UPDATE, DELETE')
+                 AND has_table_privilege('app_user', 'embeddings', 'SELECT')
+                 AND has_table_privilege('app_user', 'embeddings', 'UPDATE'),
+               has_table_privilege('app_user', 'embeddings', 'TRUNCATE'),
+               has_schema_privilege('public', 'public', 'CREATE'),
+               has_database_privilege('app_user', 'ndis_chatbot', 'CONNECT'),
+               (SELECT count(*) FROM pg_default_acl d
+                 WHERE d.defaclrole = 'ndis_chatbot_owner'::regrole AND d.defaclobjtype = 'r'
+                   AND array_to_string(d.defaclacl, ',') ~ 'app_user=arwd/'),
+               has_table_privilege('ndis_chatbot_readonly', 'embeddings', 'SELECT'),
+               (SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_user')
+    """
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute(checks)
+        assert cur.fetchone() == (True, False, False, True, 1, True, 50)
+        for statement in by_hand:
+            cur.execute(statement)
+        cur.execute(checks)
+        assert cur.fetchone() == (False, True, True, False, 0, False, 3)
+    conn.close()
+    proc = run(converged, sandbox, "converge grants", "--tags", "postgres_db")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap(proc.stdout)["changed"] >= 4  # app user, app privileges, revokes, read-only privileges
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute(checks)
+        assert cur.fetchone() == (True, False, False, True, 1, True, 50)
+    conn.close()
+
+
+# --- bad input --------------------------------------------------------------------------
+@pytest.mark.parametrize("label,args,message", [
+    ("short supplied admin password", ["-e", "rds_instance_master_password=Short1234567"],
+     "the supplied admin password (admin) has fewer than 16 characters"),
+    ("ssm name without /", ["-e", "ssm_secret_parameter_name=ndis-chatbot/local/DATABASE_URL"],
+     "the parameter name must start with / (got 'ndis-chatbot/local/DATABASE_URL')"),
+    ("kms key that does not exist", ["-e", "ssm_secret_kms_key_id=alias/no-such-key"],
+     "KMS key alias/no-such-key does not exist in ap-southeast-2"),
+    ("app user is the admin", ["-e", "app_db_user=admin"],
+     "the app user (admin) must not be the admin (admin)"),
+    ("short supplied app password", ["-e", "ssm_secret_new_app_password=Short1234567"],
+     "the supplied app password (ssm_secret_new_app_password) has fewer than 16 characters"),
+])
+def test_bad_input_is_rejected_before_any_change(converged, boto3_client, sandbox, label, args, message):
+    before = state(converged, boto3_client)
+    playbook = "playbooks/rotate_app_password.yml" if "app password" in label else "site.yml"
+    proc = run(converged, sandbox, f"bad input: {label}", *args, playbook=playbook)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
+    assert "Nothing was changed." in proc.stdout
+    assert recap(proc.stdout)["changed"] == 0
+    assert state(converged, boto3_client) == before
+
+
+# --- rotation ---------------------------------------------------------------------------
+def test_rotation_in_check_mode_changes_nothing(converged, boto3_client, sandbox):
+    before, url = state(converged, boto3_client), stored_url(boto3_client)["Value"]
+    proc = run(converged, sandbox, "rotate --check", "--check", playbook="playbooks/rotate_app_password.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Would rotate the password of app_user" in proc.stdout
+    assert recap(proc.stdout)["changed"] == 1
+    assert state(converged, boto3_client) == before
+    app_connect(url).close()
+
+
+def test_rotation_sets_db_then_ssm_and_logs_in(converged, boto3_client, sandbox):
+    old = stored_url(boto3_client)
+    proc = run(converged, sandbox, "rotate (project key)", "-e",
+               f'{{"ssm_secret_kms_key_create": true, "ssm_secret_kms_key_id": "{PROJECT_KEY}"}}',
+               playbook="playbooks/rotate_app_password.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    new = stored_url(boto3_client)
+    assert new["Version"] == old["Version"] + 1
+    assert len(url_password(new["Value"])) == 32
+    assert url_password(new["Value"]) != url_password(old["Value"]), "the password did not change"
+    assert f"is now version {new['Version']} and logs in" in proc.stdout
+    app_connect(new["Value"]).close()
+    with pytest.raises(psycopg2.OperationalError):
+        app_connect(old["Value"])
+    # the project key was created, tagged, and encrypts the parameter
+    kms, ssm = boto3_client("kms"), boto3_client("ssm")
+    key = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]
+    tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key["KeyId"])["Tags"]}
+    assert tags == {"app": "ndis-chatbot", "env": "local"}
+    meta = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [URL_NAME]}])["Parameters"][0]
+    assert meta["KeyId"] == PROJECT_KEY and meta["Type"] == "SecureString"
+
+
+def test_failed_ssm_write_puts_the_old_password_back(converged, boto3_client, sandbox, tmp_path):
+    """The SSM write fails for real: the project key is disabled, and moto (patch 5 in
+    dbops/moto_server.py) refuses a SecureString with a disabled key, as AWS does."""
+    kms = boto3_client("kms")
+    key_id = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]["KeyId"]
+    before = stored_url(boto3_client)
+    attempted = "Attempt" + "x" * 18 + "Rotate9"  # supplied, so the leak test can search for it too
+    SUPPLIED.append(attempted)
+    extra = tmp_path / "vars.yml"
+    extra.write_text(f"ssm_secret_new_app_password: {attempted}\nssm_secret_kms_key_id: {PROJECT_KEY}\n")
+    kms.disable_key(KeyId=key_id)
+    try:
+        proc = run(converged, sandbox, "rotate with a disabled key (fails)", "-e", f"@{extra}",
+                   playbook="playbooks/rotate_app_password.yml")
+    finally:
+        kms.enable_key(KeyId=key_id)
+    assert proc.returncode != 0
+    assert "failed at 'store | Store DATABASE_URL as a SecureString'" in proc.stdout, proc.stdout[-4000:]
+    assert "SSM still holds the old password, and the old password was put back in the database" in proc.stdout
+    assert recap(proc.stdout)["rescued"] == 1
+    after = stored_url(boto3_client)
+    assert after["Version"] == before["Version"]
+    assert after["Value"] == before["Value"], "SSM no longer holds the old URL"
+    app_connect(after["Value"]).close()  # nobody is locked out
+    with pytest.raises(psycopg2.OperationalError):
+        app_connect(after["Value"].replace(url_password(after["Value"]), attempted))
+
+
+# --- the leak test ----------------------------------------------------------------------
+def test_site_and_verify_after_rotation(converged, sandbox):
+    proc = run(converged, sandbox, "site")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"PASS\s+App connects as app_user, not the admin\s+user app_user, over TLS \(sslmode=require\)",
+                     proc.stdout)
+    proc = run(converged, sandbox, "verify", playbook="playbooks/verify.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap(proc.stdout)["changed"] == 0
+
+
+def every_password(local_stack, boto3_client) -> set[str]:
+    """The admin password, every version of every SSM parameter (the master password and each
+    app password ever stored: generated ones), and the passwords the tests supplied."""
+    ssm = boto3_client("ssm")
+    found = {local_stack["admin_password"], *SUPPLIED}
+    for p in ssm.describe_parameters()["Parameters"]:
+        for v in ssm.get_parameter_history(Name=p["Name"], WithDecryption=True)["Parameters"]:
+            value = v["Value"]
+            found.add(url_password(value) if value.startswith("postgres://") else value)
+    return {s for s in found if len(s) >= 16}
+
+
+def test_no_password_in_any_output_or_written_file(converged, boto3_client, sandbox):
+    labels = [label for label, _ in RUNS]
+    for needed in ("site", "verify", "rotate (project key)", "rotate with a disabled key (fails)"):
+        assert needed in labels, f"the leak test needs the run '{needed}' (run the whole module)"
+    passwords = every_password(converged, boto3_client)
+    # admin (locally also the master kept in SSM), >= 2 app passwords, the supplied one
+    assert len(passwords) >= 4, f"only {len(passwords)} passwords found"
+    needles = {}
+    for secret in passwords:
+        for form in (secret, quote(secret, safe=""), quote_plus(secret)):
+            needles[form.encode()] = secret
+    hits: list[str] = []
+    for label, output in RUNS:
+        for needle in needles:
+            if needle.decode() in output:
+                hits.append(f"output of run '{label}'")
+    stack_dir = Path(converged["dir"])
+    files = [p for p in sandbox.rglob("*") if p.is_file()]
+    files += [p for p in stack_dir.rglob("*") if p.is_file() and p.name != "admin_password"]
+    files += [p for p in REPO_ROOT.rglob("*")
+              if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts and p.stat().st_mtime >= STARTED]
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for needle in needles:
+            if needle in data:
+                hits.append(str(path))
+    assert not hits, "a password appeared in: " + ", ".join(sorted(set(hits)))
+    # the scope really was searched: the sandbox holds Ansible's log and temp dirs
+    assert (sandbox / "ansible.log").stat().st_size > 0

@@ -1,0 +1,107 @@
+"""Where the project runs besides the laptop: GitHub Actions, the Docker scenario, pre-commit.
+
+None of these can run here (no Docker engine, no GitHub), so each is validated as far as
+this machine allows:
+
+- .github/workflows/ci.yml: the GitHub workflow JSON Schema (check-jsonschema's vendored
+  copy, offline), zizmor's offline audits (pinned actions, permissions, credentials,
+  injection), and the jobs CI needs: lint, pytest, both Molecule scenarios, a pgvector service.
+- molecule/docker: `molecule list` validates molecule.yml against Molecule's and the docker
+  driver's schemas; its playbooks pass `ansible-playbook --syntax-check` with the local
+  inventory (`molecule syntax` itself asks the Docker daemon first, so it cannot run here).
+- .pre-commit-config.yaml: valid for pre-commit, and its hooks are the `make lint` commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
+DOCKER_SCENARIO = REPO_ROOT / "molecule" / "docker"
+
+
+def run(*argv: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+    full_env.update(NO_COLOR="1", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", **env)
+    return subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]], cwd=REPO_ROOT, env=full_env,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_workflow_matches_the_github_schema():
+    proc = run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(WORKFLOW))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_passes_zizmor():
+    proc = run("zizmor", "--offline", "--no-progress", str(WORKFLOW))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_runs_what_make_test_runs():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    jobs = workflow["jobs"]
+    assert workflow["permissions"] == {"contents": "read"}
+    commands = {name: "\n".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()}
+    assert "make lint" in commands["lint"]
+    assert "make pytest" in commands["pytest"]
+    assert "make molecule" in commands["molecule-default"]
+    assert "make molecule-docker" in commands["molecule-docker"]
+    assert "$(BIN)/molecule test -s docker" in (REPO_ROOT / "Makefile").read_text()
+    services = jobs["molecule-docker"]["services"]
+    scenario = yaml.safe_load((DOCKER_SCENARIO / "molecule.yml").read_text())
+    images = {p["image"] for p in scenario["platforms"]}
+    assert {s["image"] for s in services.values()} <= images, "the service should be the scenario's pgvector image"
+    for job in jobs.values():
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"pin {step['uses']} to a commit"
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+
+
+def test_docker_scenario_is_valid_for_molecule():
+    scenario = yaml.safe_load((DOCKER_SCENARIO / "molecule.yml").read_text())
+    assert scenario["driver"]["name"] == "docker"
+    pg = next(p for p in scenario["platforms"] if p["image"].startswith("pgvector/pgvector:pg16"))
+    assert pg["override_command"] is False, "PostgreSQL's own command must run"
+    assert scenario["provisioner"]["playbooks"]["converge"] == "converge.yml"
+    # the same converge and verify as the default scenario
+    for playbook in ("converge.yml", "verify.yml"):
+        assert (DOCKER_SCENARIO / playbook).read_text() == (REPO_ROOT / "molecule" / "default" / playbook).read_text()
+
+    proc = run("molecule", "list", "-s", "docker", "--format", "plain")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for platform in scenario["platforms"]:
+        assert re.search(rf"^{re.escape(platform['name'])}\s+docker\s+ansible\s+docker\b", proc.stdout, flags=re.M), proc.stdout
+
+
+@pytest.mark.parametrize("playbook", ["prepare.yml", "converge.yml", "verify.yml", "cleanup.yml"])
+def test_docker_scenario_playbooks_pass_syntax_check(playbook):
+    proc = run(
+        "ansible-playbook", "--syntax-check", "-i", "inventories/local", str(DOCKER_SCENARIO / playbook),
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pre_commit_runs_what_make_lint_runs():
+    proc = run("pre-commit", "validate-config", ".pre-commit-config.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hooks = {h["id"]: h for repo in yaml.safe_load((REPO_ROOT / ".pre-commit-config.yaml").read_text())["repos"] for h in repo["hooks"]}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    lint_recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
+    for hook_id in ("yamllint", "ansible-lint", "ruff"):
+        assert hooks[hook_id]["language"] == "system", f"{hook_id}: use the venv's binary, no network"
+        assert f"$(BIN)/{hooks[hook_id]['entry']}" in lint_recipe, f"make lint does not run `{hooks[hook_id]['entry']}`"
