@@ -47,36 +47,121 @@ def recap(output: str) -> dict[str, int]:
 
 
 def changed_tasks(output: str) -> list[str]:
-    """Names of tasks that reported a change (for a readable assertion message)."""
+    """`role : task` names of the tasks that reported a change, in order, once each."""
     names, current = [], None
     for line in output.splitlines():
         if line.startswith("TASK ["):
             current = line[6:].split("]")[0]
-        elif line.startswith("changed:") and current:
+        elif line.startswith("changed:") and current and current not in names:
             names.append(current)
     return names
 
 
-def snapshot(local_stack, boto3_client) -> dict:
-    """Everything the site could create: catalog objects and AWS resources."""
-    with psycopg2.connect(make_dsn(local_stack, "postgres")) as conn, conn.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database ORDER BY 1")
-        databases = [r[0] for r in cur.fetchall()]
-        cur.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
-        roles = [r[0] for r in cur.fetchall()]
+# Check-mode stand-ins: where a dry run cannot inspect what does not exist yet (a database
+# before it is created), a task says what the real run will do instead, and reports a change.
+PLACEHOLDER = re.compile(r"Say what (check mode cannot inspect yet|the real run would do)|Report what the real run would change")
+
+
+def prediction_gap(check_out: str, real_out: str) -> dict:
+    """Tasks that check mode predicted but the real run did not change, and the reverse.
+
+    A stand-in stands for every task of its phase (`role : phase | ...`), so the real run's
+    tasks of that phase are matched by it rather than one by one.
+    """
+    def phase(name):
+        return name.split(" | ")[0]
+
+    predicted, real = changed_tasks(check_out), changed_tasks(real_out)
+    covered = {phase(name) for name in predicted if PLACEHOLDER.search(name)}
+    predicted = {n for n in predicted if not PLACEHOLDER.search(n)}
+    real = {n for n in real if phase(n) not in covered}
+    return {"predicted, not changed": sorted(predicted - real), "changed, not predicted": sorted(real - predicted)}
+
+
+def catalog(local_stack) -> dict:
+    """Roles, memberships, grants, default privileges, extensions, indexes, history, settings."""
+    def rows(cur, sql):
+        cur.execute(sql)
+        return [list(r) for r in cur.fetchall()]
+
+    out = {}
+    conn = psycopg2.connect(make_dsn(local_stack, "postgres"))
+    with conn.cursor() as cur:
+        out["databases"] = rows(cur, "SELECT datname, datdba::regrole::text, datacl::text FROM pg_database ORDER BY 1")
+        out["roles"] = rows(cur, "SELECT rolname, rolsuper, rolcanlogin, rolcreatedb, rolcreaterole, rolconnlimit, "
+                                 "rolconfig::text FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
+        out["memberships"] = rows(cur, "SELECT roleid::regrole::text, member::regrole::text FROM pg_auth_members "
+                                       "WHERE roleid::regrole::text !~ '^pg_' ORDER BY 1, 2")
+        out["db_settings"] = rows(cur, "SELECT coalesce(d.datname, '*'), setrole::regrole::text, setconfig::text "
+                                       "FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase "
+                                       "ORDER BY 1, 2")
+        app_db = [d[0] for d in out["databases"] if d[0] == "ndis_chatbot"]
     conn.close()
-    rds, ssm = boto3_client("rds"), boto3_client("ssm")
-    return {
-        "databases": databases,
-        "roles": roles,
-        "instances": [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]],
-        "subnet_groups": [g["DBSubnetGroupName"] for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]],
-        "parameter_groups": sorted(
-            g["DBParameterGroupName"] for g in rds.describe_db_parameter_groups()["DBParameterGroups"]
-            if not g["DBParameterGroupName"].startswith("default.")
-        ),
-        "parameters": sorted((p["Name"], p["Version"]) for p in ssm.describe_parameters()["Parameters"]),
+    if app_db:
+        conn = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
+        with conn.cursor() as cur:
+            out["schemas"] = rows(cur, "SELECT nspname, nspowner::regrole::text, nspacl::text FROM pg_namespace "
+                                       "WHERE nspname !~ '^(pg_|information_schema)' ORDER BY 1")
+            out["relations"] = rows(cur, "SELECT c.oid::regclass::text, c.relkind, c.relowner::regrole::text, "
+                                         "c.relacl::text, obj_description(c.oid, 'pg_class') FROM pg_class c "
+                                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                                         "ORDER BY 1")
+            out["indexes"] = rows(cur, "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), indisvalid "
+                                       "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                                       "WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1")
+            out["default_acls"] = rows(cur, "SELECT defaclrole::regrole::text, defaclobjtype, defaclacl::text "
+                                            "FROM pg_default_acl ORDER BY 1, 2")
+            out["extensions"] = rows(cur, "SELECT extname, extversion FROM pg_extension ORDER BY 1")
+            cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+            if cur.fetchone()[0]:
+                out["history"] = rows(cur, "SELECT version, name, checksum FROM public.schema_migrations ORDER BY 1")
+        conn.close()
+    return out
+
+
+def aws_state(boto3_client) -> dict:
+    """The AWS resources the site manages, without timestamps."""
+    rds, ssm, s3, kms, backup = (boto3_client(n) for n in ("rds", "ssm", "s3", "kms", "backup"))
+    keep = ("DBInstanceIdentifier", "DBInstanceClass", "EngineVersion", "AllocatedStorage", "StorageType",
+            "MultiAZ", "BackupRetentionPeriod", "PreferredBackupWindow", "PreferredMaintenanceWindow",
+            "CopyTagsToSnapshot", "DeletionProtection", "PubliclyAccessible", "StorageEncrypted",
+            "DBParameterGroups", "DBSubnetGroup", "TagList")
+    state = {
+        "instances": [{k: i.get(k) for k in keep} for i in rds.describe_db_instances()["DBInstances"]],
+        "subnet_groups": sorted(g["DBSubnetGroupName"] for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]),
+        "parameters": {},
+        "ssm": sorted((p["Name"], p["Type"], p["Version"], p.get("KeyId")) for p in ssm.describe_parameters()["Parameters"]),
+        "kms_aliases": sorted(a["AliasName"] for a in kms.list_aliases()["Aliases"]),
+        "buckets": {},
+        "backup": {
+            "vaults": sorted(v["BackupVaultName"] for v in backup.list_backup_vaults()["BackupVaultList"]),
+            "plans": sorted(p["BackupPlanName"] for p in backup.list_backup_plans()["BackupPlansList"]),
+        },
     }
+    for group in rds.describe_db_parameter_groups()["DBParameterGroups"]:
+        name = group["DBParameterGroupName"]
+        if not name.startswith("default."):
+            params = rds.describe_db_parameters(DBParameterGroupName=name, Source="user")["Parameters"]
+            state["parameters"][name] = sorted((p["ParameterName"], p.get("ParameterValue")) for p in params)
+    for bucket in s3.list_buckets().get("Buckets", []):
+        name = bucket["Name"]
+        conf = {"versioning": s3.get_bucket_versioning(Bucket=name).get("Status"),
+                "objects": sorted(o["Key"] for o in s3.list_objects_v2(Bucket=name).get("Contents", []))}
+        for what, call in (("encryption", s3.get_bucket_encryption), ("lifecycle", s3.get_bucket_lifecycle_configuration),
+                           ("public_access", s3.get_public_access_block)):
+            try:
+                response = call(Bucket=name)
+                response.pop("ResponseMetadata", None)
+                conf[what] = response
+            except Exception as e:  # noqa: BLE001 - "not configured" is a state too
+                conf[what] = type(e).__name__
+        state["buckets"][name] = conf
+    return state
+
+
+def snapshot(local_stack, boto3_client) -> dict:
+    """Everything the site could create or change, in the catalog and in AWS."""
+    return {"catalog": catalog(local_stack), "aws": aws_state(boto3_client)}
 
 
 def secrets_of(local_stack, boto3_client) -> list[str]:
@@ -105,13 +190,17 @@ def test_string_boolean_is_rejected(local_stack):
     assert "rds_instance_multi_az is false (str): write true or false without quotes" in proc.stdout
 
 
+RUNS: dict[str, str] = {}
+
+
 def test_check_mode_on_fresh_stack_passes_and_changes_nothing(local_stack, boto3_client):
     before = snapshot(local_stack, boto3_client)
-    assert "ndis_chatbot" not in before["databases"]
+    assert "ndis_chatbot" not in [d[0] for d in before["catalog"]["databases"]]
     proc = run_playbook(local_stack, "--check", "--diff")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert recap(proc.stdout)["changed"] > 0, "check mode on a fresh stack must predict changes"
     assert snapshot(local_stack, boto3_client) == before
+    RUNS["fresh check"] = proc.stdout
 
 
 def test_converge_then_second_run_changes_nothing(local_stack):
@@ -119,6 +208,9 @@ def test_converge_then_second_run_changes_nothing(local_stack):
     assert first.returncode == 0, first.stdout[-6000:]
     assert recap(first.stdout)["changed"] > 0
     assert "VERIFY ndis-chatbot-local: 11/11 passed" in first.stdout
+    if "fresh check" in RUNS:  # the dry run on the fresh stack predicted exactly this run
+        assert prediction_gap(RUNS["fresh check"], first.stdout) == {
+            "predicted, not changed": [], "changed, not predicted": []}
     second = run_playbook(local_stack)
     assert second.returncode == 0, second.stdout[-6000:]
     assert recap(second.stdout)["changed"] == 0, changed_tasks(second.stdout)
@@ -193,3 +285,55 @@ def test_unreachable_database_fails_fast_with_a_clear_error(local_stack):
                         "--tags", "postgres_db", timeout=120)
     assert proc.returncode != 0
     assert "Cannot connect to PostgreSQL at 127.0.0.1:9 as admin within 3 s" in proc.stdout
+
+
+@pytest.fixture
+def extra_migration(tmp_path):
+    """A copy of db/migrations plus one new file; its effects are undone afterwards."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for f in (REPO_ROOT / "db" / "migrations").glob("*.sql"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "9000_drift_probe.sql").write_text("CREATE TABLE drift_probe (id int PRIMARY KEY);\n")
+    return folder
+
+
+def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migration):
+    """Drift by hand, then: --check --diff changes nothing and names exactly what the real run changes."""
+    rds, ssm = boto3_client("rds"), boto3_client("ssm")
+    rds.modify_db_instance(DBInstanceIdentifier="ndis-chatbot-local", PreferredBackupWindow="03:00-03:30",
+                           ApplyImmediately=True)
+    groups = rds.describe_db_instances(DBInstanceIdentifier="ndis-chatbot-local")["DBInstances"][0]["DBParameterGroups"]
+    rds.modify_db_parameter_group(DBParameterGroupName=groups[0]["DBParameterGroupName"], Parameters=[
+        {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "immediate"}])
+    url = ssm.get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]["Value"]
+    ssm.put_parameter(Name="/ndis-chatbot/local/DATABASE_URL", Value=url.replace("sslmode=require", "sslmode=prefer"),
+                      Type="SecureString", Overwrite=True)
+    conn = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("REVOKE USAGE ON SCHEMA public FROM app_user")
+        cur.execute("DROP INDEX embeddings_embedding_hnsw_cosine")
+    extra = ("-e", f"migrations_dir={extra_migration}")
+    try:
+        before = snapshot(local_stack, boto3_client)
+        check = run_playbook(local_stack, "--check", "--diff", *extra)
+        assert check.returncode == 0, check.stdout[-4000:]
+        assert snapshot(local_stack, boto3_client) == before, "check mode changed something"
+        real = run_playbook(local_stack, *extra)
+        assert real.returncode == 0, real.stdout[-6000:]
+        gap = prediction_gap(check.stdout, real.stdout)
+        assert gap == {"predicted, not changed": [], "changed, not predicted": []}, gap
+        for task in ("rds_instance : instance | Ensure the RDS instance",
+                     "rds_instance : network | Ensure the parameter group",
+                     "ssm_secret : store | Store DATABASE_URL as a SecureString",
+                     "migrations : sql | Apply pending migrations"):
+            assert task in changed_tasks(real.stdout), task
+        assert "parameter rds.force_ssl" in check.stdout  # the classification table
+        after = run_playbook(local_stack, "--check", *extra)
+        assert recap(after.stdout)["changed"] == 0, changed_tasks(after.stdout)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS drift_probe")
+            cur.execute("DELETE FROM public.schema_migrations WHERE version = '9000'")
+        conn.close()
