@@ -583,14 +583,18 @@ def run(
         done = result["applied"]
         remaining = list(unapplied)
         try:
-            for m in to_run:
+            for batch in _batches(to_run):
                 t0 = time.monotonic()
-                if m.no_transaction:
-                    _run_no_tx(conn, cur, m, insert_plain, done, result)
+                if batch[0].no_transaction:
+                    _run_no_tx(conn, cur, batch[0], insert_plain, done, result)
+                elif len(batch) == 1:
+                    _run_tx(conn, cur, batch[0], insert_tx, done, result)
                 else:
-                    _run_tx(conn, cur, m, insert_tx, done, result)
-                done.append({"version": str(m.version), "name": m.file, "execution_ms": int((time.monotonic() - t0) * 1000)})
-                remaining.remove(m)
+                    _run_tx_batch(conn, cur, batch, insert_tx, done, result, conn_params, table_ident)
+                ms = int((time.monotonic() - t0) * 1000)
+                for m in batch:
+                    done.append({"version": str(m.version), "name": m.file, "execution_ms": ms // len(batch)})
+                    remaining.remove(m)
         except MigrationError:
             result["pending"] = [m.brief() for m in remaining]
             result["history_count"] = len(history) + len(to_baseline) + len(done)
@@ -635,6 +639,96 @@ def _fail_apply(m, e, line, done, result, no_tx, stmt_no=None):
         line=line,
         sqlstate=getattr(e, "pgcode", None),
     )
+
+
+BATCH_FILES = 100
+BATCH_BYTES = 1 << 20
+
+
+def _batches(to_run):
+    """Consecutive transactional files, up to BATCH_FILES / BATCH_BYTES, go in one round trip.
+
+    Each file is still its own transaction (BEGIN; file; history row; COMMIT) inside the
+    batch's query text, so the guarantees are the same as one file at a time; a
+    no-transaction file is a batch of its own.
+    """
+    batch, size = [], 0
+    for m in to_run:
+        if m.no_transaction:
+            if batch:
+                yield batch
+            yield [m]
+            batch, size = [], 0
+            continue
+        if batch and (len(batch) >= BATCH_FILES or size + len(m.data) > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(m)
+        size += len(m.data)
+    if batch:
+        yield batch
+
+
+def _run_tx_batch(conn, cur, batch, insert_tx, done, result, conn_params, table_ident):
+    """Run several transactional files in one query; on failure, find which one failed.
+
+    The files before the failing one committed (each had its own COMMIT); the failing one
+    rolled back; the rest never ran. Which is which is read back from the history table,
+    over a new connection when the server dropped this one.
+    """
+    parts, starts, offset = [], [], 0
+    for m in batch:
+        head = TX_PREFIX
+        piece = head + m.data + b"\n;\n" + cur.mogrify(insert_tx, (str(m.version), m.file, m.checksum)) + b";\nCOMMIT;\n"
+        starts.append(offset + len(head.decode("utf-8")))
+        offset += len(piece.decode("utf-8", "replace"))
+        parts.append(piece)
+    try:
+        cur.execute(b"".join(parts))
+        return
+    except psycopg2.Error as e:
+        error = e
+    alive = not conn.closed
+    if alive:
+        try:
+            cur.execute("ROLLBACK")
+        except psycopg2.Error:
+            alive = False
+    versions = [str(m.version) for m in batch]
+    recorded = set()
+    try:
+        if alive:
+            cur.execute(pgsql.SQL("SELECT version FROM {} WHERE version = ANY(%s)").format(table_ident), (versions,))
+            recorded = {r[0] for r in cur.fetchall()}
+        else:
+            probe, _where = _connect(conn_params)
+            try:
+                with probe.cursor() as pc:
+                    pc.execute(pgsql.SQL("SELECT version FROM {} WHERE version = ANY(%s)").format(table_ident), (versions,))
+                    recorded = {r[0] for r in pc.fetchall()}
+            finally:
+                probe.close()
+    except (psycopg2.Error, MigrationError):
+        recorded = set()
+    diag = getattr(error, "diag", None)
+    pos = diag.statement_position if diag is not None else None
+    by_pos = None
+    if pos:
+        by_pos = max((i for i, start in enumerate(starts) if int(pos) - 1 >= start), default=None)
+    failed_at = next((i for i, v in enumerate(versions) if v not in recorded), 0)
+    if by_pos is not None and by_pos > failed_at and not recorded:
+        # A syntax error stops the whole query before anything runs: the files before the
+        # one at fault are fine, so apply them as they would have been one at a time.
+        failed_at = by_pos
+        if alive:
+            _run_tx_batch(conn, cur, batch[:failed_at], insert_tx, [], result, conn_params, table_ident)
+    for m in batch[:failed_at]:
+        done.append({"version": str(m.version), "name": m.file, "execution_ms": None})
+    failing = batch[failed_at]
+    line = _error_line(failing.text, pos, starts[failed_at]) if pos else None
+    if line is None and alive and not isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        line = _locate_failure(cur, failing.text)
+    _fail_apply(failing, error, line, done, result, no_tx=False)
 
 
 def _run_tx(conn, cur, m, insert_tx, done, result):
