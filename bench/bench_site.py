@@ -48,7 +48,8 @@ def run_site(inventory: Path | None, *args: str) -> tuple[float, str]:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
-        sys.exit(f"site run failed ({' '.join(args)}):\n{proc.stdout[-4000:]}")
+        failed = [line for line in proc.stdout.splitlines() if line.startswith(("fatal:", "failed:"))]
+        sys.exit(f"site run failed ({' '.join(args)}):\n" + "\n".join(failed[:10]) + "\n" + proc.stdout[-3000:])
     return dt, proc.stdout
 
 
@@ -65,7 +66,8 @@ def inventory(tmp: Path, hosts: list[str]) -> Path:
     for h in hosts:
         n = h.rsplit("-", 1)[-1]
         lines += [f"    {h}:", f"      app_name: {h}", f"      app_db_name: bench_{n}",
-                  f"      app_db_user: bench_app_{n}", f"      rds_instance_identifier: {h}"]
+                  f"      app_db_user: bench_app_{n}", f"      rds_instance_identifier: {h}",
+                  f"      backup_policy_dump_bucket: {h}-dumps"]
     (inv / "hosts.yml").write_text("\n".join(lines) + "\n")
     return inv
 
@@ -104,6 +106,8 @@ def main() -> int:
         dt, _ = run_site(None, "--check")
         check.append(dt)
 
+    med_noop, med_check = statistics.median(noop), statistics.median(check)
+    print(f"no-op site.yml (1 env): {med_noop:.1f} s; --check: {med_check:.1f} s", flush=True)
     tag = uuid.uuid4().hex[:6]
     one = [f"bench-{tag}-{i:02d}" for i in range(1)]
     many = [f"bench-{tag}-{i:02d}" for i in range(1, args.envs + 1)]
@@ -117,7 +121,6 @@ def main() -> int:
         cleanup(one + many)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med_noop, med_check = statistics.median(noop), statistics.median(check)
     rows = [
         ("no-op site.yml (1 env, deployed)", med_noop, "", "< 30 s", med_noop < 30),
         ("site.yml --check (1 env, deployed)", med_check, f"{med_check / med_noop:.2f}x no-op", "< 30 s", med_check < 30),

@@ -316,6 +316,10 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
         cur.execute("DROP INDEX embeddings_embedding_hnsw_cosine")
     extra = ("-e", f"migrations_dir={extra_migration}")
     try:
+        report = run_playbook(local_stack, "--check", *extra, playbook="playbooks/drift.yml")
+        assert report.returncode != 0, report.stdout[-3000:]
+        assert re.search(r"DRIFT ndis-chatbot-local: \d+ task\(s\) would change", report.stdout)
+        assert "migrations : sql | Apply pending migrations" in report.stdout
         before = snapshot(local_stack, boto3_client)
         check = run_playbook(local_stack, "--check", "--diff", *extra)
         assert check.returncode == 0, check.stdout[-4000:]
@@ -330,7 +334,9 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
                      "migrations : sql | Apply pending migrations"):
             assert task in changed_tasks(real.stdout), task
         assert "parameter rds.force_ssl" in check.stdout  # the classification table
-        after = run_playbook(local_stack, "--check", *extra)
+        after = run_playbook(local_stack, "--check", *extra, playbook="playbooks/drift.yml")
+        assert after.returncode == 0, after.stdout[-3000:]
+        assert "DRIFT ndis-chatbot-local: 0 task(s) would change" in after.stdout
         assert recap(after.stdout)["changed"] == 0, changed_tasks(after.stdout)
     finally:
         with conn.cursor() as cur:

@@ -13,7 +13,7 @@ type: aggregate
 short_description: Keep the list of tasks that changed (or would change) per host
 description:
   - After each task that reports a change, sets the host variable C(drift_changes), a list of
-    entries with the keys task, role and play, in order. In check mode that is everything a real run would
+    entries with the keys name (role and task), task, role and play, in order. In check mode that is everything a real run would
     change, which C(playbooks/drift.yml) turns into a one-screen report and a non-zero exit.
   - Prints nothing itself.
 requirements:
@@ -40,11 +40,16 @@ class CallbackModule(CallbackBase):
         self._play = play.get_name()
 
     def v2_runner_on_ok(self, result):
-        if not result._result.get("changed") or self._variable_manager is None:
+        if not result._result.get("changed"):
             return
         task = result._task
+        # the play's variable manager; tasks carry the same one
+        manager = self._variable_manager or task.get_variable_manager()
+        if manager is None:
+            return
         role = task._role.get_name() if getattr(task, "_role", None) else ""
         host = result._host
         entries = self._changes.setdefault(host.name, [])
-        entries.append({"task": task.get_name(), "role": role, "play": self._play})
-        self._variable_manager.set_host_variable(host, "drift_changes", list(entries))
+        name = task.get_name()  # `role : task` for a role's task
+        entries.append({"name": name, "task": task.get_name(), "role": role, "play": self._play})
+        manager.set_host_variable(host.name, "drift_changes", list(entries))
