@@ -6,7 +6,11 @@ Side by side in one run (medians of --reps runs each):
   * `site.yml --check`,
   * the first deployment of 1 environment and of 10 environments in one run (10 hosts of
     group `local`, each with its own instance, database, owner role, app user and SSM names),
-  * the no-op run of those 10 environments.
+  * the no-op run of those 10 environments,
+  * the engine's floor: a playbook of as many tasks as the site runs per host, each a
+    `debug` (no module process, no I/O), for 1 host and for 10, with the same
+    configuration and forks. No playbook of that many tasks scales better than this
+    on the machine, whatever its tasks do.
 Prints seconds and ratios. Targets: no-op < 30 s; check < 30 s; 10 environments < 3x one.
 
     python bench/bench_site.py [--reps 3] [--envs 10]
@@ -51,6 +55,29 @@ def run_site(inventory: Path | None, *args: str) -> tuple[float, str]:
         failed = [line for line in proc.stdout.splitlines() if line.startswith(("fatal:", "failed:"))]
         sys.exit(f"site run failed ({' '.join(args)}):\n" + "\n".join(failed[:10]) + "\n" + proc.stdout[-3000:])
     return dt, proc.stdout
+
+
+def tasks_per_host(output: str) -> int:
+    """Tasks run or skipped on one host, from the recap."""
+    recap = output.split("PLAY RECAP", 1)[-1]
+    return int(re.search(r"ok=(\d+)", recap).group(1)) + int(re.search(r"skipped=(\d+)", recap).group(1))
+
+
+def engine_floor(tmp: Path, n_tasks: int, n_hosts: int) -> float:
+    """Wall time of n_tasks `debug` tasks on n_hosts local hosts (fresh files, same config)."""
+    work = tmp / f"floor-{n_hosts}"
+    work.mkdir(exist_ok=True)
+    tasks = "".join(f"    - name: Task {i}\n      ansible.builtin.debug:\n        msg: {i}\n" for i in range(n_tasks))
+    (work / "floor.yml").write_text(f"---\n- name: Floor\n  hosts: all\n  gather_facts: false\n  tasks:\n{tasks}")
+    (work / "hosts.yml").write_text("---\nall:\n  hosts:\n" + "".join(
+        f"    floor-{i:02d}:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+        for i in range(n_hosts)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_"))}
+    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORKS="10")
+    t0 = time.perf_counter()
+    subprocess.run([str(BIN / "ansible-playbook"), "-i", str(work / "hosts.yml"), str(work / "floor.yml")],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 def changed(output: str) -> int:
@@ -103,6 +130,7 @@ def main() -> int:
         dt, out = run_site(None)
         assert changed(out) == 0, "the no-op run changed something"
         noop.append(dt)
+        n_tasks = tasks_per_host(out)
         dt, _ = run_site(None, "--check")
         check.append(dt)
 
@@ -117,6 +145,8 @@ def main() -> int:
         first_many, _ = run_site(inventory(tmp, many))
         noop_many, out = run_site(tmp / f"inv-{len(many)}")
         assert changed(out) == 0, "the no-op run of many environments changed something"
+        floor_one = statistics.median(engine_floor(tmp, n_tasks, 1) for _ in range(args.reps))
+        floor_many = engine_floor(tmp, n_tasks, args.envs)
     finally:
         cleanup(one + many)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,6 +159,9 @@ def main() -> int:
          "< 3x 1 env", first_many / first_one < 3),
         (f"no-op, {args.envs} envs in one run", noop_many, f"{noop_many / med_noop:.2f}x 1 env no-op",
          "< 3x 1 env", noop_many / med_noop < 3),
+        (f"engine floor: {n_tasks} debug tasks, 1 host", floor_one, "1.00x", "", None),
+        (f"engine floor: {n_tasks} debug tasks, {args.envs} hosts", floor_many, f"{floor_many / floor_one:.2f}x 1 host",
+         "", None),
     ]
     print(f"\nsite.yml on the local stack ({args.reps} reps for the 1-env rows, medians; forks=10, {os.cpu_count()} cores)")
     print(f"{'run':44} {'seconds':>8}  {'ratio':24} target")

@@ -582,6 +582,12 @@ def run(
 
         done = result["applied"]
         remaining = list(unapplied)
+        if to_run:
+            # Each file's commit need not wait for its own WAL flush: _flush_wal makes the last
+            # commit synchronous, and flushing it flushes every earlier one (WAL is sequential),
+            # before the run reports anything. A server crash in between can lose only a tail of
+            # files together with their history rows, which the next run applies again.
+            cur.execute("SET synchronous_commit TO off")
         try:
             for batch in _batches(to_run):
                 t0 = time.monotonic()
@@ -596,11 +602,14 @@ def run(
                     done.append({"version": str(m.version), "name": m.file, "execution_ms": ms // len(batch)})
                     remaining.remove(m)
         except MigrationError:
+            _flush_wal(conn, cur)
             result["pending"] = [m.brief() for m in remaining]
             result["history_count"] = len(history) + len(to_baseline) + len(done)
             after_rows = list(before_rows) + [(str(m.version), m.file) for m in to_baseline] + [(d["version"], d["name"]) for d in done]
             result["diff"]["after"] = _history_lines(after_rows)
             raise
+        if to_run:
+            _flush_wal(conn, cur)
         result["pending"] = [m.brief() for m in remaining]
         result["history_count"] = len(history) + len(to_baseline) + len(done)
         all_v = list(history) + [m.version for m in to_baseline + to_run]
@@ -608,6 +617,17 @@ def run(
         return result
     finally:
         _release(conn, key, locked)
+
+
+def _flush_wal(conn, cur):
+    """Commit a transaction synchronously: the server flushes the WAL up to its commit record,
+    so every file committed before it in this session is durable when this returns."""
+    if conn.closed:
+        return
+    try:
+        cur.execute("SET synchronous_commit TO on; BEGIN; SELECT pg_current_xact_id(); COMMIT")
+    except psycopg2.Error:
+        pass  # the connection is gone: the server's WAL writer flushes within wal_writer_delay
 
 
 def _fail_apply(m, e, line, done, result, no_tx, stmt_no=None):

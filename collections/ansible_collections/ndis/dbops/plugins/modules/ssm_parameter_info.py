@@ -12,7 +12,7 @@ module: ssm_parameter_info
 short_description: Read an SSM parameter's metadata, and its value only when asked
 description:
   - Returns whether an AWS Systems Manager parameter exists, with its type, version,
-    KMS key, tier and last modification date.
+    KMS key, tier, description, tags and last modification date.
   - The value is returned only with O(with_decryption=true); set C(no_log) on that task.
   - Read-only; supports check mode. AWS connection options come from the C(aws) module
     defaults group, like every amazon.aws module.
@@ -70,6 +70,14 @@ key_id:
   description: KMS key of a SecureString (an alias or key id), else null.
   returned: when the parameter exists
   type: str
+description:
+  description: The parameter's description, or an empty string.
+  returned: when the parameter exists
+  type: str
+tags:
+  description: The parameter's tags.
+  returned: when the parameter exists
+  type: dict
 tier:
   description: C(Standard), C(Advanced) or C(Intelligent-Tiering).
   returned: when the parameter exists
@@ -124,6 +132,7 @@ def main():
 
     try:
         meta = describe(client, name) or {}
+        tags = client.list_tags_for_resource(ResourceType="Parameter", ResourceId=name).get("TagList", [])
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg=f"Could not describe SSM parameter {name}")
 
@@ -136,6 +145,8 @@ def main():
         version=param["Version"],
         key_id=meta.get("KeyId"),
         tier=meta.get("Tier", "Standard"),
+        description=meta.get("Description", ""),
+        tags={t["Key"]: t["Value"] for t in tags},
         last_modified_date=modified.isoformat() if modified else None,
     )
     if module.params["with_decryption"]:

@@ -1,0 +1,504 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+"""Converge an application database, its roles and their privileges over two connections.
+
+Plain Python + psycopg2, importable without Ansible (the tests call it directly)::
+
+    from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
+    result = pg_access.converge(conn_params, spec, check_mode=False)
+
+`spec` is the module's options (see plugins/modules/pg_database.py). The work, in order:
+
+1. cluster level, connected to the maintenance database: the owner role, the admin's
+   membership in it, the database (owned by the owner role), the app login role (attributes,
+   connection limit, settings, password), the optional read-only role;
+2. in the app database: privileges on the database, the schema, every table and sequence in
+   the schema and the owner role's default privileges, converged both ways (missing ones
+   granted, extra ones revoked), for PUBLIC, the app role and the read-only role.
+
+Each step reads the catalog first and runs only the statements that change something; in
+check mode it runs none and returns them. Passwords are sent as SCRAM-SHA-256 verifiers
+computed here, so the server never sees (or logs) the plain text, and the returned queries
+show them masked.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import hashlib
+import hmac
+import os
+
+try:
+    import psycopg2
+    import psycopg2.extensions
+    from psycopg2 import sql as pgsql
+
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the module
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = exc
+
+APPLICATION_NAME = "ndis.dbops.pg_database"
+MASK = "********"
+
+# Privileges that exist per object type (PostgreSQL 16), in the order GRANT lists them.
+DATABASE_PRIVS = ("CREATE", "CONNECT", "TEMPORARY")
+SCHEMA_PRIVS = ("USAGE", "CREATE")
+TABLE_PRIVS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SEQUENCE_PRIVS = ("USAGE", "SELECT", "UPDATE")
+# GRANT ... ON ALL TABLES IN SCHEMA covers these relation kinds; sequences are their own.
+TABLE_RELKINDS = ("r", "p", "v", "m", "f")
+
+LOGIN_ROLE_ATTRS = dict(rolsuper=False, rolcreatedb=False, rolcreaterole=False, rolreplication=False,
+                        rolbypassrls=False)
+ATTR_KEYWORDS = dict(rolcanlogin=("LOGIN", "NOLOGIN"), rolsuper=("SUPERUSER", "NOSUPERUSER"),
+                     rolcreatedb=("CREATEDB", "NOCREATEDB"), rolcreaterole=("CREATEROLE", "NOCREATEROLE"),
+                     rolreplication=("REPLICATION", "NOREPLICATION"), rolbypassrls=("BYPASSRLS", "NOBYPASSRLS"))
+
+
+class AccessError(Exception):
+    def __init__(self, msg, queries=None):
+        super(AccessError, self).__init__(msg)
+        self.msg = msg
+        self.queries = queries or []
+
+
+def scram_verifier(password, iterations=4096, salt=None):
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (as libpq's PQencryptPasswordConn).
+
+    Returns None for a password that is not plain ASCII: the server's SASLprep normalisation
+    is not reproduced here, so such a password is sent as it is and hashed by the server.
+    """
+    try:
+        raw = password.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", raw, salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored_key), b64(server_key))
+
+
+def _first_line(e):
+    return str(e).strip().split("\n")[0]
+
+
+def _pg_error_text(e):
+    diag = getattr(e, "diag", None)
+    primary = (diag.message_primary if diag is not None else None) or _first_line(e)
+    parts = [primary]
+    if diag is not None and diag.message_hint:
+        parts.append("HINT: " + diag.message_hint)
+    if getattr(e, "pgcode", None):
+        parts.append("SQLSTATE " + e.pgcode)
+    return "; ".join(parts)
+
+
+class Session(object):
+    """One autocommit connection that records what it runs (or, in check mode, would run)."""
+
+    def __init__(self, conn, check_mode, queries):
+        self.conn = conn
+        self.conn.autocommit = True
+        self.check_mode = check_mode
+        self.queries = queries
+
+    def rows(self, query, args=None):
+        with self.conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+
+    def one(self, query, args=None):
+        rows = self.rows(query, args)
+        return rows[0] if rows else None
+
+    def run(self, statement, args=None, shown=None):
+        """Run a change. `shown` is what the result lists when the text carries a secret."""
+        text = shown if shown is not None else self.conn.cursor().mogrify(statement, args).decode()
+        self.queries.append(text)
+        if self.check_mode:
+            return
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(statement, args)
+        except psycopg2.Error as e:
+            raise AccessError("%s failed: %s" % (text, _pg_error_text(e)), self.queries)
+
+    def close(self):
+        self.conn.close()
+
+
+def _ident(name):
+    return pgsql.Identifier(name)
+
+
+def _privs_sql(privs):
+    return pgsql.SQL(", ").join(pgsql.SQL(p) for p in privs)
+
+
+def _grantee(role):
+    return pgsql.SQL("PUBLIC") if role == "PUBLIC" else _ident(role)
+
+
+def _ordered(privs, universe):
+    return [p for p in universe if p in privs]
+
+
+def connect(conn_params, dbname):
+    params = dict(conn_params, dbname=dbname)
+    params.setdefault("application_name", APPLICATION_NAME)
+    try:
+        return psycopg2.connect(**params)
+    except psycopg2.Error as e:
+        raise AccessError(
+            "Cannot connect to PostgreSQL at %s:%s as %s within %s s: %s. Check that the server is up, that this "
+            "machine can reach it (a private instance needs a tunnel or a runner inside its network), the user's "
+            "password and that database %s exists."
+            % (params.get("host") or "(socket)", params.get("port") or 5432, params.get("user"),
+               params.get("connect_timeout", "?"), _first_line(e), dbname))
+
+
+def password_matches(conn_params, user, password, dbnames):
+    """Whether `user` can authenticate with `password`: a login is the comparison that works on RDS,
+    where the admin cannot read pg_authid. A refusal after authentication (no CONNECT on the
+    database, NOLOGIN, connection limit) still proves the password."""
+    params = dict(conn_params, user=user, password=password, dbname=dbnames[0])
+    params.setdefault("application_name", APPLICATION_NAME)
+    try:
+        psycopg2.connect(**params).close()
+        return True
+    except psycopg2.Error as e:
+        text = str(e)
+        if "password authentication failed" in text or "no password supplied" in text:
+            return False
+        if "permission denied for database" in text or "not permitted to log in" in text \
+                or "too many connections for role" in text:
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- cluster level
+
+
+def _role(s, name):
+    row = s.one(
+        "SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls,"
+        " r.rolconnlimit, shobj_description(r.oid, 'pg_authid'),"
+        " coalesce((SELECT setconfig FROM pg_db_role_setting WHERE setrole = r.oid AND setdatabase = 0), '{}')"
+        " FROM pg_roles r WHERE r.rolname = %s", (name,))
+    if row is None:
+        return None
+    keys = ("oid", "rolcanlogin", "rolsuper", "rolcreatedb", "rolcreaterole", "rolreplication", "rolbypassrls",
+            "rolconnlimit", "comment")
+    role = dict(zip(keys, row[:9]))
+    role["settings"] = dict(item.split("=", 1) for item in row[9])
+    return role
+
+
+def _describe_role(role, name):
+    if role is None:
+        return "role %s: absent" % name
+    flags = [ATTR_KEYWORDS[k][0 if role[k] else 1] for k in ATTR_KEYWORDS]
+    text = "role %s: %s connection_limit=%s" % (name, " ".join(flags), role["rolconnlimit"])
+    if role["settings"]:
+        text += " " + " ".join("%s=%s" % kv for kv in sorted(role["settings"].items()))
+    return text + (" comment=%r" % role["comment"] if role["comment"] else "")
+
+
+def ensure_role(s, name, login, comment, conn_limit=None, settings=None, password=None, password_ok=None,
+                before=None, after=None):
+    """Create or alter a role to the declared attributes. Returns whether anything changed."""
+    role = _role(s, name)
+    want = dict(LOGIN_ROLE_ATTRS, rolcanlogin=login)
+    settings = settings or {}
+    n = len(s.queries)
+    if before is not None:
+        before.append(_describe_role(role, name))
+    if role is None:
+        stmt = pgsql.SQL("CREATE ROLE {} {}").format(_ident(name), pgsql.SQL("LOGIN" if login else "NOLOGIN"))
+        if conn_limit is not None:
+            stmt = stmt + pgsql.SQL(" CONNECTION LIMIT {}").format(pgsql.Literal(int(conn_limit)))
+        if password is not None:
+            _run_with_password(s, stmt, name, password)
+        else:
+            s.run(stmt)
+        role = dict(want, rolconnlimit=conn_limit if conn_limit is not None else -1, comment=None, settings={})
+    else:
+        changes = [ATTR_KEYWORDS[k][0 if v else 1] for k, v in sorted(want.items()) if role[k] != v]
+        if conn_limit is not None and role["rolconnlimit"] != int(conn_limit):
+            changes.append("CONNECTION LIMIT %d" % int(conn_limit))
+        if changes:
+            s.run(pgsql.SQL("ALTER ROLE {} {}").format(_ident(name), pgsql.SQL(" ".join(changes))))
+        if password is not None and not password_ok:
+            _run_with_password(s, pgsql.SQL("ALTER ROLE {}").format(_ident(name)), name, password)
+    for key, value in sorted(settings.items()):
+        if role["settings"].get(key) != str(value):
+            s.run(pgsql.SQL("ALTER ROLE {} SET {} = {}").format(_ident(name), _ident(key), pgsql.Literal(str(value))))
+    if comment is not None and (role.get("comment") or "") != comment:
+        s.run(pgsql.SQL("COMMENT ON ROLE {} IS {}").format(_ident(name), pgsql.Literal(comment)))
+    if after is not None:
+        after.append(_describe_role(dict(role, rolconnlimit=conn_limit if conn_limit is not None else role["rolconnlimit"],
+                                         settings=dict(role["settings"], **{k: str(v) for k, v in settings.items()}),
+                                         comment=comment if comment is not None else role.get("comment"), **want), name))
+    return len(s.queries) > n
+
+
+def _run_with_password(s, stmt, name, password):
+    verifier = scram_verifier(password)
+    secret = verifier if verifier is not None else password
+    full = stmt + pgsql.SQL(" PASSWORD {}").format(pgsql.Literal(secret))
+    shown = s.conn.cursor().mogrify(stmt).decode() + " PASSWORD '%s'" % MASK
+    s.run(full, shown=shown)
+
+
+def ensure_membership(s, group, member, before, after):
+    """Make `member` able to SET ROLE to `group` (RDS's master is no superuser: it needs this to own
+    objects through the group and to run migrations as it)."""
+    if s.conn.server_version >= 160000:
+        row = s.one("SELECT m.set_option FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+                    " JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolname = %s"
+                    " ORDER BY m.set_option DESC LIMIT 1", (group, member))
+        have = bool(row and row[0])
+        stmt = pgsql.SQL("GRANT {} TO {} WITH SET TRUE")
+    else:
+        row = s.one("SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+                    " JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolname = %s", (group, member))
+        have = row is not None
+        stmt = pgsql.SQL("GRANT {} TO {}")
+    before.append("%s member of %s: %s" % (member, group, "yes" if have else "no"))
+    after.append("%s member of %s: yes" % (member, group))
+    if not have:
+        s.run(stmt.format(_ident(group), _ident(member)))
+
+
+def ensure_database(s, name, owner, encoding, before, after):
+    row = s.one("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding) FROM pg_database WHERE datname = %s",
+                (name,))
+    before.append("database %s: %s" % (name, "owner=%s encoding=%s" % row if row else "absent"))
+    after.append("database %s: owner=%s encoding=%s" % (name, owner, row[1] if row else encoding))
+    if row is None:
+        s.run(pgsql.SQL("CREATE DATABASE {} OWNER {} ENCODING {}").format(
+            _ident(name), _ident(owner), pgsql.Literal(encoding)))
+        return False
+    if row[1].upper().replace("-", "") != encoding.upper().replace("-", ""):
+        raise AccessError(
+            "database %s exists with encoding %s, not %s: the encoding of a database cannot be changed. Create the "
+            "database anew (dump, drop, restore) or declare encoding %s." % (name, row[1], encoding, row[1]),
+            s.queries)
+    if row[0] != owner:
+        s.run(pgsql.SQL("ALTER DATABASE {} OWNER TO {}").format(_ident(name), _ident(owner)))
+    return True
+
+
+# ---------------------------------------------------------------- privileges
+
+
+def _acl_privs(s, acl_sql, args, roles):
+    """{role: set(privileges)} held directly (not through membership) on one object."""
+    rows = s.rows(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type"
+        " FROM (" + acl_sql + ") o, aclexplode(o.acl) a", args)
+    out = dict((r, set()) for r in roles)
+    for grantee, priv in rows:
+        if grantee in out:
+            out[grantee].add(priv)
+    return out
+
+
+class Grant(object):
+    """Declared privileges of one grantee on one kind of object: `want` granted, `deny` revoked."""
+
+    def __init__(self, grantee, want, deny):
+        self.grantee = grantee
+        self.want = set(want)
+        self.deny = set(deny) - self.want
+
+
+def converge_object(s, kind, label, target_sql, have, grants, before, after, universe):
+    """GRANT/REVOKE on one object (database or schema) to match `grants`."""
+    for g in grants:
+        held = have.get(g.grantee, set())
+        before.append("%s on %s %s: %s" % (g.grantee, kind, label, ", ".join(_ordered(held, universe)) or "-"))
+        after.append("%s on %s %s: %s" % (g.grantee, kind, label,
+                                          ", ".join(_ordered((held | g.want) - g.deny, universe)) or "-"))
+        missing, extra = g.want - held, held & g.deny
+        if missing:
+            s.run(pgsql.SQL("GRANT {} ON {} {} TO {}").format(
+                _privs_sql(_ordered(missing, universe)), pgsql.SQL(kind.upper()), target_sql, _grantee(g.grantee)))
+        if extra:
+            s.run(pgsql.SQL("REVOKE {} ON {} {} FROM {}").format(
+                _privs_sql(_ordered(extra, universe)), pgsql.SQL(kind.upper()), target_sql, _grantee(g.grantee)))
+
+
+def converge_relations(s, schema, label, relkinds, universe, grants, before, after):
+    """GRANT/REVOKE ... ON ALL TABLES (or SEQUENCES) IN SCHEMA when any relation differs."""
+    roles = [g.grantee for g in grants]
+    rows = s.rows(
+        "SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\","
+        " c.relowner))) a ON true WHERE n.nspname = %s AND c.relkind = ANY(%s)", (schema, list(relkinds)))
+    held = {}
+    for relname, grantee, priv in rows:
+        held.setdefault(relname, dict((r, set()) for r in roles))
+        if grantee in held[relname]:
+            held[relname][grantee].add(priv)
+    n = len(held)
+    for g in grants:
+        missing = sorted(set(p for rel in held.values() for p in g.want - rel[g.grantee]))
+        extra = sorted(set(p for rel in held.values() for p in rel[g.grantee] & g.deny))
+        summary = "%s on %d %s in %s: " % (g.grantee, n, label, schema)
+        lacking = ["%s lacks %s" % (rel, ", ".join(_ordered(g.want - p[g.grantee], universe)))
+                   for rel, p in sorted(held.items()) if g.want - p[g.grantee]]
+        beyond = ["%s has %s" % (rel, ", ".join(_ordered(p[g.grantee] & g.deny, universe)))
+                  for rel, p in sorted(held.items()) if p[g.grantee] & g.deny]
+        before.append(summary + ("; ".join(lacking + beyond) or ", ".join(_ordered(g.want, universe)) or "-"))
+        after.append(summary + (", ".join(_ordered(g.want, universe)) or "-"))
+        if missing:
+            s.run(pgsql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
+                _privs_sql(_ordered(missing, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
+        if extra:
+            s.run(pgsql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
+                _privs_sql(_ordered(extra, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
+
+
+def converge_default_privs(s, owner, schema, objtype, label, universe, grants, before, after):
+    """ALTER DEFAULT PRIVILEGES FOR ROLE owner IN SCHEMA ...: what the owner's future objects grant."""
+    rows = s.rows(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type"
+        " FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a"
+        " WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s) AND n.nspname = %s"
+        " AND d.defaclobjtype = %s", (owner, schema, objtype))
+    have = dict((g.grantee, set()) for g in grants)
+    for grantee, priv in rows:
+        if grantee in have:
+            have[grantee].add(priv)
+    for g in grants:
+        held = have[g.grantee]
+        what = "%s on future %s of %s in %s: " % (g.grantee, label, owner, schema)
+        before.append(what + (", ".join(_ordered(held, universe)) or "-"))
+        after.append(what + (", ".join(_ordered((held | g.want) - g.deny, universe)) or "-"))
+        prefix = pgsql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} ").format(_ident(owner), _ident(schema))
+        missing, extra = g.want - held, held & g.deny
+        if missing:
+            s.run(prefix + pgsql.SQL("GRANT {} ON {} TO {}").format(
+                _privs_sql(_ordered(missing, universe)), pgsql.SQL(label.upper()), _grantee(g.grantee)))
+        if extra:
+            s.run(prefix + pgsql.SQL("REVOKE {} ON {} FROM {}").format(
+                _privs_sql(_ordered(extra, universe)), pgsql.SQL(label.upper()), _grantee(g.grantee)))
+
+
+def _upper(privs, universe, what):
+    out = [p.strip().upper() for p in privs]
+    bad = [p for p in out if p not in universe]
+    if bad:
+        raise AccessError("%s: %s not among %s" % (what, ", ".join(bad), ", ".join(universe)))
+    return out
+
+
+def grants_for(spec):
+    """The declared privileges, per object kind, as Grant lists."""
+    app, ro = spec["app_user"], spec.get("readonly_role") or None
+    app_tables = _upper(spec["app_table_privileges"], TABLE_PRIVS, "app_table_privileges")
+    app_seqs = _upper(spec["app_sequence_privileges"], SEQUENCE_PRIVS, "app_sequence_privileges")
+    out = dict(
+        database=[Grant("PUBLIC", [], DATABASE_PRIVS), Grant(app, ["CONNECT"], DATABASE_PRIVS)],
+        schema=[Grant("PUBLIC", [], ["CREATE"]), Grant(app, ["USAGE"], SCHEMA_PRIVS)],
+        tables=[Grant(app, app_tables, TABLE_PRIVS)],
+        sequences=[Grant(app, app_seqs, SEQUENCE_PRIVS)],
+    )
+    if ro:
+        out["database"].append(Grant(ro, ["CONNECT"], DATABASE_PRIVS))
+        out["schema"].append(Grant(ro, ["USAGE"], SCHEMA_PRIVS))
+        out["tables"].append(Grant(ro, ["SELECT"], TABLE_PRIVS))
+        out["sequences"].append(Grant(ro, ["SELECT"], SEQUENCE_PRIVS))
+    return out
+
+
+def converge_privileges(s, spec, before, after):
+    db, schema, owner = spec["name"], spec["schema"], spec["owner"]
+    grants = grants_for(spec)
+    roles = lambda kind: [g.grantee for g in grants[kind]]  # noqa: E731
+    if s.one("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)) is None:
+        raise AccessError("schema %s does not exist in database %s: create it in the first migration or set the "
+                          "schema option to an existing one." % (schema, db), s.queries)
+    have = _acl_privs(s, "SELECT coalesce(datacl, acldefault('d'::\"char\", datdba)) AS acl FROM pg_database WHERE datname = %s",
+                      (db,), roles("database"))
+    converge_object(s, "database", db, _ident(db), have, grants["database"], before, after, DATABASE_PRIVS)
+    have = _acl_privs(s, "SELECT coalesce(nspacl, acldefault('n'::\"char\", nspowner)) AS acl FROM pg_namespace WHERE nspname = %s",
+                      (schema,), roles("schema"))
+    converge_object(s, "schema", schema, _ident(schema), have, grants["schema"], before, after, SCHEMA_PRIVS)
+    converge_relations(s, schema, "tables", TABLE_RELKINDS, TABLE_PRIVS, grants["tables"], before, after)
+    converge_relations(s, schema, "sequences", ("S",), SEQUENCE_PRIVS, grants["sequences"], before, after)
+    converge_default_privs(s, owner, schema, "r", "tables", TABLE_PRIVS, grants["tables"], before, after)
+    converge_default_privs(s, owner, schema, "S", "sequences", SEQUENCE_PRIVS, grants["sequences"], before, after)
+
+
+def predicted_privileges(spec):
+    """The statements the real run makes on a database that does not exist yet (check mode)."""
+    grants = grants_for(spec)
+    db, schema, owner = spec["name"], spec["schema"], spec["owner"]
+    out = ["REVOKE ALL ON DATABASE %s FROM PUBLIC" % db]
+    for g in grants["database"][1:] + grants["schema"][1:]:
+        kind = "DATABASE %s" % db if g in grants["database"] else "SCHEMA %s" % schema
+        out.append("GRANT %s ON %s TO %s" % (", ".join(sorted(g.want)), kind, g.grantee))
+    for label in ("tables", "sequences"):
+        for g in grants[label]:
+            out.append("ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %s GRANT %s ON %s TO %s"
+                       % (owner, schema, ", ".join(sorted(g.want)), label.upper(), g.grantee))
+    return out
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def converge(conn_params, spec, check_mode=False):
+    """Converge everything `spec` declares. Returns changed, queries, database_exists, diff."""
+    if not HAS_PSYCOPG2:
+        raise AccessError("the Python library psycopg2 is required (pip install psycopg2-binary): %s"
+                          % PSYCOPG2_IMPORT_ERROR)
+    queries, before, after = [], [], []
+    maint = spec.get("maintenance_db") or "postgres"
+    s = Session(connect(conn_params, maint), check_mode, queries)
+    try:
+        admin = conn_params["user"]
+        ensure_role(s, spec["owner"], login=False, comment=spec.get("owner_comment"), before=before, after=after)
+        ensure_membership(s, spec["owner"], admin, before, after)
+        existed = ensure_database(s, spec["name"], spec["owner"], spec.get("encoding") or "UTF8", before, after)
+        app = spec["app_user"]
+        password_ok = None
+        if spec.get("app_password") is not None and _role(s, app) is not None:
+            password_ok = password_matches(conn_params, app, spec["app_password"],
+                                           [spec["name"] if existed else maint])
+        before_pw = len(queries)
+        ensure_role(s, app, login=True, comment=spec.get("app_comment"), conn_limit=spec.get("app_connection_limit"),
+                    settings=spec.get("app_settings"), password=spec.get("app_password"), password_ok=password_ok,
+                    before=before, after=after)
+        if any(q.endswith("PASSWORD '%s'" % MASK) for q in queries[before_pw:]):
+            before.append("role %s: password differs" % app)
+            after.append("role %s: password set" % app)
+        if spec.get("readonly_role"):
+            ensure_role(s, spec["readonly_role"], login=False, comment=spec.get("readonly_comment"),
+                        before=before, after=after)
+    finally:
+        s.close()
+    if existed or not check_mode:
+        s = Session(connect(conn_params, spec["name"]), check_mode, queries)
+        try:
+            converge_privileges(s, spec, before, after)
+        finally:
+            s.close()
+    else:  # check mode, and the database does not exist yet: say what the real run grants
+        queries.extend(predicted_privileges(spec))
+        after.extend("%s (after the database is created)" % q for q in predicted_privileges(spec))
+    changed = bool(queries)
+    diff = dict(before="\n".join(before) + "\n", after="\n".join(after) + "\n")
+    return dict(changed=changed, queries=queries, database_exists=existed or not check_mode, diff=diff)

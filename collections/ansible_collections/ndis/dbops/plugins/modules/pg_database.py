@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_database
+short_description: Converge an app database, its owner, app and read-only roles and their privileges in one call
+version_added: "0.3.0"
+description:
+  - Connected as the admin, in this order; each step reads the catalog and runs only what changes something.
+  - A NOLOGIN owner role O(owner); the admin (O(login_user)) made a member of it with the SET option (RDS's master is
+    not a superuser and needs this to create a database owned by the role and to run migrations as it).
+  - The database O(name), owned by O(owner), with O(encoding). A database of another encoding is an error
+    (it cannot be changed); another owner is changed.
+  - The login role O(app_user) without SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS, with
+    O(app_connection_limit) and O(app_settings) (C(ALTER ROLE ... SET)). Its password is compared by logging in
+    with O(app_password) (the admin of RDS cannot read C(pg_authid)) and set only when the login fails; it is sent
+    as a SCRAM-SHA-256 verifier computed by the module, so the server never receives or logs the plain text.
+  - The optional NOLOGIN role O(readonly_role).
+  - Privileges, converged both ways (missing ones granted, extra ones revoked). PUBLIC holds nothing on the
+    database and no CREATE on O(schema). O(app_user) holds CONNECT on the database, USAGE on the schema,
+    O(app_table_privileges) on every table, view and materialised view of the schema and O(app_sequence_privileges)
+    on every sequence, and the same on the future ones through the default privileges of O(owner). O(readonly_role)
+    holds CONNECT, USAGE and SELECT the same way.
+  - In check mode nothing runs; RV(queries) lists what would. On a database that does not exist yet, the
+    privileges the real run grants are listed as well.
+author:
+  - ndis dbops maintainers
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
+options:
+  login_host:
+    description: Host of the PostgreSQL server. Empty means the local Unix socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: The admin to connect as (the RDS master user, or a superuser).
+    type: str
+    default: postgres
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ''
+  maintenance_db:
+    description: Database the admin connects to for cluster-level work.
+    type: str
+    default: postgres
+    aliases: [login_db]
+  connect_timeout:
+    description: Seconds to wait for a connection to be established.
+    type: int
+    default: 10
+  ssl_mode:
+    description: libpq sslmode of the connections, the app user's login test included.
+    type: str
+    default: prefer
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
+    type: path
+  name:
+    description: The app database.
+    type: str
+    required: true
+  owner:
+    description: NOLOGIN role that owns the database. Default C(<name>_owner).
+    type: str
+  owner_comment:
+    description: Comment on O(owner).
+    type: str
+  encoding:
+    description: Encoding of a database created by the module.
+    type: str
+    default: UTF8
+  schema:
+    description: The app schema (it must exist; C(public) always does).
+    type: str
+    default: public
+  app_user:
+    description: The application's login role.
+    type: str
+    required: true
+  app_password:
+    description: Password of O(app_user).
+    type: str
+    required: true
+  app_connection_limit:
+    description: Connection limit of O(app_user); -1 for none.
+    type: int
+    default: -1
+  app_settings:
+    description: Settings of O(app_user)'s sessions in every database (C(ALTER ROLE ... SET)), e.g. C(statement_timeout).
+    type: dict
+    default: {}
+  app_comment:
+    description: Comment on O(app_user).
+    type: str
+  app_table_privileges:
+    description: Privileges of O(app_user) on the schema's tables; the other table privileges are revoked.
+    type: list
+    elements: str
+    default: [SELECT, INSERT, UPDATE, DELETE]
+  app_sequence_privileges:
+    description: Privileges of O(app_user) on the schema's sequences; the others are revoked.
+    type: list
+    elements: str
+    default: [USAGE, SELECT]
+  readonly_role:
+    description: Optional NOLOGIN role with CONNECT, USAGE and SELECT only; empty for none.
+    type: str
+    default: ''
+  readonly_comment:
+    description: Comment on O(readonly_role).
+    type: str
+notes:
+  - Supports check mode and diff mode (the roles, memberships and privileges before and after).
+  - Cluster-level statements cannot share a transaction with C(CREATE DATABASE); each statement commits on its
+    own. Every step is idempotent, so a run stopped half-way completes on the next run.
+"""
+
+EXAMPLES = r"""
+- name: Converge the database, its roles and their privileges
+  ndis.dbops.pg_database:
+    login_host: "{{ rds_endpoint }}"
+    login_user: admin
+    login_password: "{{ master_password }}"
+    ssl_mode: require
+    name: ndis_chatbot
+    app_user: app_user
+    app_password: "{{ app_password }}"
+    app_connection_limit: 50
+    app_settings:
+      statement_timeout: 30s
+    readonly_role: ndis_chatbot_readonly
+  no_log: true
+"""
+
+RETURN = r"""
+queries:
+  description: The statements run (in check mode, that would run), passwords masked.
+  returned: always
+  type: list
+  elements: str
+  sample: ["CREATE ROLE \"ndis_chatbot_owner\" NOLOGIN", "GRANT CONNECT ON DATABASE \"ndis_chatbot\" TO \"app_user\""]
+database_exists:
+  description: Whether the database exists after the run (false only in check mode before it is created).
+  returned: always
+  type: bool
+diff:
+  description: Roles, memberships and privileges before and after, one line each, with C(--diff).
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            login_host=dict(type="str", default="", aliases=["host"]),
+            login_port=dict(type="int", default=5432, aliases=["port"]),
+            login_user=dict(type="str", default="postgres"),
+            login_password=dict(type="str", default="", no_log=True),
+            maintenance_db=dict(type="str", default="postgres", aliases=["login_db"]),
+            connect_timeout=dict(type="int", default=10),
+            ssl_mode=dict(type="str", default="prefer",
+                          choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+            ca_cert=dict(type="path"),
+            name=dict(type="str", required=True),
+            owner=dict(type="str"),
+            owner_comment=dict(type="str"),
+            encoding=dict(type="str", default="UTF8"),
+            schema=dict(type="str", default="public"),
+            app_user=dict(type="str", required=True),
+            app_password=dict(type="str", required=True, no_log=True),
+            app_connection_limit=dict(type="int", default=-1),
+            app_settings=dict(type="dict", default={}),
+            app_comment=dict(type="str"),
+            app_table_privileges=dict(type="list", elements="str", default=["SELECT", "INSERT", "UPDATE", "DELETE"]),
+            app_sequence_privileges=dict(type="list", elements="str", default=["USAGE", "SELECT"]),
+            readonly_role=dict(type="str", default=""),
+            readonly_comment=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    if not pg_access.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(pg_access.PSYCOPG2_IMPORT_ERROR))
+    p = dict(module.params)
+    p["owner"] = p["owner"] or p["name"] + "_owner"
+    names = [p["login_user"], p["owner"], p["app_user"]] + ([p["readonly_role"]] if p["readonly_role"] else [])
+    if len(set(names)) != len(names):
+        module.fail_json(msg="login_user (%s), owner (%s), app_user (%s) and readonly_role (%s) must be different roles"
+                         % (p["login_user"], p["owner"], p["app_user"], p["readonly_role"] or "none"))
+    conn_params = dict(host=p["login_host"] or None, port=p["login_port"], user=p["login_user"],
+                       password=p["login_password"] or None, connect_timeout=p["connect_timeout"],
+                       sslmode=p["ssl_mode"])
+    if p["ca_cert"]:
+        conn_params["sslrootcert"] = p["ca_cert"]
+    try:
+        result = pg_access.converge(conn_params, p, check_mode=module.check_mode)
+    except pg_access.AccessError as e:
+        module.fail_json(msg=e.msg, queries=e.queries)
+    if not module._diff or not result["changed"]:
+        result.pop("diff")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

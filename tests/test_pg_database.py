@@ -1,0 +1,211 @@
+"""ndis.dbops.pg_database and its engine (module_utils/pg_access.py) against the real embedded
+PostgreSQL: roles, membership, database, app user password, privileges both ways, check mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sql(dsn, *statements, fetch=False):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            out = None
+            for s in statements:
+                cur.execute(s)
+                if fetch and cur.description:
+                    out = cur.fetchall()
+            return out
+    finally:
+        conn.close()
+
+
+@pytest.fixture()
+def env(local_stack, pg_admin_dsn):
+    pg = local_stack["pg"]
+    tag = uuid.uuid4().hex[:8]
+    spec = dict(name=f"acc_{tag}", owner=f"acc_{tag}_owner", schema="public", app_user=f"acc_app_{tag}",
+                app_password="Pw-" + uuid.uuid4().hex, app_connection_limit=20,
+                app_settings={"statement_timeout": "30s"}, app_comment="app login",
+                owner_comment="owns it", app_table_privileges=["SELECT", "INSERT", "UPDATE", "DELETE"],
+                app_sequence_privileges=["USAGE", "SELECT"], readonly_role=f"acc_ro_{tag}",
+                readonly_comment="read only", maintenance_db="postgres")
+    conn = dict(host=pg["host"], port=int(pg["port"]), user=pg["user"], password=local_stack["admin_password"],
+                connect_timeout=5, sslmode="disable")
+    base = " ".join(f"{k}={v}" for k, v in dict(host=pg["host"], port=pg["port"]).items())
+    yield dict(spec=spec, conn=conn, admin_dsn=pg_admin_dsn,
+               db_dsn=lambda user=None, password=None: (
+                   f"{base} dbname={spec['name']} user={user or pg['user']} "
+                   f"password={password or local_stack['admin_password']}"))
+    sql(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{spec["name"]}" WITH (FORCE)')
+    for role in (spec["app_user"], spec["readonly_role"], spec["owner"]):
+        sql(pg_admin_dsn, f'DROP ROLE IF EXISTS "{role}"')
+
+
+def catalog(dsn, spec):
+    """Roles, database and privileges as the server sees them."""
+    return sql(dsn, f"""
+        SELECT json_build_object(
+          'roles', (SELECT json_agg(json_build_object('n', rolname, 'login', rolcanlogin, 'limit', rolconnlimit,
+                                                      'pw', rolpassword IS NOT NULL) ORDER BY rolname)
+                      FROM pg_authid WHERE rolname IN ('{spec["owner"]}', '{spec["app_user"]}', '{spec["readonly_role"]}')),
+          'db', (SELECT json_agg(datname) FROM pg_database WHERE datname = '{spec["name"]}'),
+          'members', (SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                       WHERE g.rolname = '{spec["owner"]}'),
+          'settings', (SELECT json_agg(setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                        WHERE r.rolname = '{spec["app_user"]}'))""", fetch=True)[0][0]
+
+
+def test_check_apply_check_repeat_on_a_fresh_server(env):
+    spec, conn = env["spec"], env["conn"]
+    before = catalog(env["admin_dsn"], spec)
+    r1 = pg_access.converge(conn, spec, check_mode=True)
+    assert r1["changed"] and not r1["database_exists"]
+    assert catalog(env["admin_dsn"], spec) == before, "check mode changed the catalog"
+    assert f'CREATE DATABASE "{spec["name"]}" OWNER "{spec["owner"]}" ENCODING \'UTF8\'' in r1["queries"]
+    assert any(q.startswith(f'GRANT CONNECT ON DATABASE {spec["name"]} TO {spec["app_user"]}') for q in r1["queries"])
+    r2 = pg_access.converge(conn, spec)
+    assert r2["changed"] and r2["database_exists"]
+    # what check mode listed for the cluster level is exactly what ran
+    assert [q for q in r1["queries"] if "DATABASE" not in q or q.startswith("CREATE")][:6] == r2["queries"][:6]
+    r3 = pg_access.converge(conn, spec, check_mode=True)
+    assert not r3["changed"] and r3["queries"] == [], r3["queries"]
+    r4 = pg_access.converge(conn, spec)
+    assert not r4["changed"] and r4["queries"] == []
+    after = catalog(env["admin_dsn"], spec)
+    assert after["db"] == [spec["name"]] and after["members"] == 1
+    assert after["settings"] == [["statement_timeout=30s"]]
+    assert {r["n"]: (r["login"], r["limit"]) for r in after["roles"]} == {
+        spec["owner"]: (False, -1), spec["app_user"]: (True, 20), spec["readonly_role"]: (False, -1)}
+
+
+def test_app_user_gets_dml_not_ddl_and_privileges_converge_both_ways(env):
+    spec, conn = env["spec"], env["conn"]
+    pg_access.converge(conn, spec)
+    owner_dsn = env["db_dsn"]()
+    sql(owner_dsn, f'SET ROLE "{spec["owner"]}"', "CREATE TABLE items (id bigserial PRIMARY KEY, body text)")
+    app_dsn = env["db_dsn"](spec["app_user"], spec["app_password"])
+    sql(app_dsn, "INSERT INTO items (body) VALUES ('x')", "UPDATE items SET body = 'y'", "SELECT * FROM items")
+    with pytest.raises(psycopg2.Error) as ei:
+        sql(app_dsn, "CREATE TABLE nope (id int)")
+    assert ei.value.pgcode == "42501"
+    # drift by hand, in every direction the module covers
+    sql(owner_dsn,
+        f'REVOKE SELECT ON items FROM "{spec["app_user"]}"',
+        f'GRANT TRUNCATE ON items TO "{spec["app_user"]}"',
+        f'GRANT UPDATE ON SEQUENCE items_id_seq TO "{spec["app_user"]}"',
+        f'GRANT INSERT ON items TO "{spec["readonly_role"]}"',
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+        f'GRANT TEMPORARY ON DATABASE "{spec["name"]}" TO "{spec["app_user"]}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA public REVOKE DELETE ON TABLES FROM "{spec["app_user"]}"')
+    plan = pg_access.converge(conn, spec, check_mode=True)
+    app, ro = spec["app_user"], spec["readonly_role"]
+    assert sorted(plan["queries"]) == sorted([
+        f'REVOKE TEMPORARY ON DATABASE "{spec["name"]}" FROM "{app}"',
+        'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC',
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "{app}"',
+        f'REVOKE TRUNCATE ON ALL TABLES IN SCHEMA "public" FROM "{app}"',
+        f'REVOKE INSERT ON ALL TABLES IN SCHEMA "public" FROM "{ro}"',
+        f'REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA "public" FROM "{app}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA "public" GRANT DELETE ON TABLES TO "{app}"',
+    ]), plan["queries"]
+    assert "items lacks SELECT" in plan["diff"]["before"] and "items has TRUNCATE" in plan["diff"]["before"]
+    fixed = pg_access.converge(conn, spec)
+    assert sorted(fixed["queries"]) == sorted(plan["queries"])
+    assert not pg_access.converge(conn, spec, check_mode=True)["changed"]
+    row = sql(owner_dsn, f"""SELECT has_table_privilege('{app}', 'items', 'SELECT'),
+                                    has_table_privilege('{app}', 'items', 'TRUNCATE'),
+                                    has_table_privilege('{ro}', 'items', 'INSERT'),
+                                    has_table_privilege('{ro}', 'items', 'SELECT'),
+                                    has_schema_privilege('{app}', 'public', 'CREATE')""", fetch=True)[0]
+    assert row == (True, False, False, True, False)
+
+
+def test_password_is_compared_by_login_and_sent_as_a_scram_verifier(env):
+    spec, conn = env["spec"], env["conn"]
+    pg_access.converge(conn, spec)
+    # a revoked CONNECT does not look like a wrong password
+    sql(env["admin_dsn"], f'REVOKE CONNECT ON DATABASE "{spec["name"]}" FROM "{spec["app_user"]}"')
+    plan = pg_access.converge(conn, spec, check_mode=True)
+    assert plan["queries"] == [f'GRANT CONNECT ON DATABASE "{spec["name"]}" TO "{spec["app_user"]}"']
+    pg_access.converge(conn, spec)
+    new = dict(spec, app_password="New-" + uuid.uuid4().hex)
+    plan = pg_access.converge(conn, new, check_mode=True)
+    assert plan["queries"] == [f"ALTER ROLE \"{spec['app_user']}\" PASSWORD '********'"]
+    assert new["app_password"] not in json.dumps(plan)
+    done = pg_access.converge(conn, new)
+    assert new["app_password"] not in json.dumps(done)
+    stored = sql(env["admin_dsn"], f"SELECT rolpassword FROM pg_authid WHERE rolname = '{spec['app_user']}'", fetch=True)
+    assert stored[0][0].startswith("SCRAM-SHA-256$4096:")
+    sql(env["db_dsn"](spec["app_user"], new["app_password"]), "SELECT 1")
+    with pytest.raises(psycopg2.OperationalError):
+        sql(env["db_dsn"](spec["app_user"], spec["app_password"]), "SELECT 1")
+    assert not pg_access.converge(conn, new)["changed"]
+
+
+def test_verifier_format_and_non_ascii_fallback():
+    salt = b"0123456789abcdef"
+    v = pg_access.scram_verifier("secret-password", salt=salt)
+    assert v.startswith("SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$")
+    assert pg_access.scram_verifier("pässword") is None  # SASLprep is the server's job
+
+
+def test_bad_inputs_name_the_problem(env, local_stack):
+    spec, conn = env["spec"], env["conn"]
+    with pytest.raises(pg_access.AccessError) as ei:
+        pg_access.converge(dict(conn, port=1, connect_timeout=2), spec)
+    assert ei.value.msg.startswith(f"Cannot connect to PostgreSQL at {conn['host']}:1 as {conn['user']} within 2 s")
+    with pytest.raises(pg_access.AccessError) as ei:
+        pg_access.converge(conn, dict(spec, app_table_privileges=["SELECT", "DROP"]))
+    assert "app_table_privileges: DROP not among SELECT, INSERT" in ei.value.msg
+    with pytest.raises(pg_access.AccessError) as ei:
+        pg_access.converge(conn, dict(spec, schema="app"))
+    assert f"schema app does not exist in database {spec['name']}" in ei.value.msg
+    with pytest.raises(pg_access.AccessError) as ei:
+        pg_access.converge(conn, dict(spec, encoding="LATIN1"))
+    assert "exists with encoding UTF8, not LATIN1" in ei.value.msg
+
+
+def test_module_four_steps_through_ansible(env, local_stack, tmp_path):
+    spec, conn = env["spec"], env["conn"]
+    args = dict(spec, login_host=conn["host"], login_port=conn["port"], login_user=conn["user"],
+                login_password=conn["password"], ssl_mode="disable")
+    play = [{
+        "name": "four steps", "hosts": "localhost", "gather_facts": False,
+        "tasks": [
+            {"name": "check", "ndis.dbops.pg_database": args, "check_mode": True, "register": "s1", "diff": True},
+            {"name": "apply", "ndis.dbops.pg_database": args, "register": "s2"},
+            {"name": "check again", "ndis.dbops.pg_database": args, "check_mode": True, "register": "s3"},
+            {"name": "apply again", "ndis.dbops.pg_database": args, "register": "s4", "diff": True},
+            {"name": "same role twice", "ndis.dbops.pg_database": dict(args, readonly_role=spec["app_user"]),
+             "register": "s5", "ignore_errors": True},
+            {"name": "assert", "ansible.builtin.assert": {"that": [
+                "s1.changed and not s1.database_exists and s1.diff.before is search('database %s: absent')" % spec["name"],
+                "s2.changed and s2.database_exists", "not s3.changed", "not s4.changed and s4.queries == []",
+                "s5.failed and s5.msg is search('must be different roles')",
+            ]}},
+        ],
+    }]
+    pb = tmp_path / "play.yml"
+    pb.write_text(json.dumps(play))
+    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(pb), "-vvv", "--diff"], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for secret in (conn["password"], spec["app_password"]):
+        assert secret not in proc.stdout + proc.stderr
+    assert "PASSWORD '********'" in proc.stdout
