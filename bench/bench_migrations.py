@@ -17,7 +17,7 @@ Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack;
 pg.host, pg.port, pg.user, pg.password_file, pg.bindir), else PGHOST / PGPORT /
 PGUSER / PGPASSWORD and PG_BINDIR.
 
-Usage: python bench/bench_migrations.py [--files 1000] [--reps 3] [--json out.json]
+Usage: python bench/bench_migrations.py [--files 1000] [--reps 5] [--warmup 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ METHODS = {"a": m_psql_per_file, "b": m_psql_concat, "c": m_ansible, "d": m_engi
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each method first (caches warm)")
     ap.add_argument("--methods", default="abcd", help="subset of abcd (default all)")
     ap.add_argument("--json", help="also write the raw timings here")
     args = ap.parse_args()
@@ -280,6 +281,13 @@ def main() -> int:
         write_playbook(info, work)
         expected = None
         times: dict[str, list[float]] = {k: [] for k in LABELS}
+        for _ in range(args.warmup):
+            for m in args.methods:
+                db = create_db(info)
+                try:
+                    METHODS[m](info, db, files, work)
+                finally:
+                    drop_db(info, db)
         for rep in range(1, args.reps + 1):
             for m in args.methods:
                 db = create_db(info)
