@@ -9,7 +9,8 @@
   module builds its spec, the test sees the real one.
 - Secret-looking options have ``no_log=True``; ``supports_check_mode`` matches the
   documented check_mode support (where documented); EXAMPLES and RETURN are valid YAML.
-Options from doc fragments (amazon.aws connection options) belong to the fragment and to
+Options from the collection's own doc fragments (``ndis.dbops.postgres``) are part of the
+module's spec and are compared like its own; options from amazon.aws fragments belong to
 AnsibleAWSModule, not to the module's own spec, and are left out of the comparison.
 """
 
@@ -52,6 +53,16 @@ class _CaptureModule:
         if args:
             kwargs["argument_spec"] = args[0]
         raise _Captured(kwargs)
+
+
+def fragment_options(doc: dict) -> dict:
+    """Options the collection's own doc fragments add to a module's DOCUMENTATION."""
+    options = {}
+    for ref in doc.get("extends_documentation_fragment") or []:
+        if ref.startswith("ndis.dbops."):
+            fragment = importlib.import_module(f"ansible_collections.ndis.dbops.plugins.doc_fragments.{ref.split('.')[2]}")
+            options.update(yaml.safe_load(fragment.ModuleDocFragment.DOCUMENTATION)["options"])
+    return options
 
 
 def load(name: str):
@@ -113,7 +124,8 @@ def test_docs_render_without_warnings(plugin_type, name):
     assert not noise, "\n".join(noise)
     assert f"ndis.dbops.{name}" in proc.stdout
     if plugin_type == "module":
-        for option in yaml.safe_load(load(name).DOCUMENTATION)["options"]:
+        doc = yaml.safe_load(load(name).DOCUMENTATION)
+        for option in dict(fragment_options(doc), **doc["options"]):
             # option lines read `= name` (required), `- name` (optional) or `  name`
             assert re.search(rf"^\s*(?:[=-]\s+)?{re.escape(option)}\b", proc.stdout, flags=re.MULTILINE), f"{option} missing from ansible-doc output"
 
@@ -124,7 +136,7 @@ def test_documentation_matches_argument_spec(name, monkeypatch):
     doc = yaml.safe_load(module.DOCUMENTATION)
     assert doc["module"] == name
     assert doc.get("short_description") and doc.get("description")
-    documented = doc.get("options") or {}
+    documented = dict(fragment_options(doc), **(doc.get("options") or {}))
     kwargs = captured_kwargs(name, monkeypatch)
     spec = kwargs["argument_spec"]
 

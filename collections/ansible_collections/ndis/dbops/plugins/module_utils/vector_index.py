@@ -43,6 +43,8 @@ import re
 import statistics
 import time
 
+from ansible_collections.ndis.dbops.plugins.module_utils import pg_connection
+
 try:
     import psycopg2
     import psycopg2.extensions
@@ -884,14 +886,9 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=50, min_row
 
 
 CONNECTION_ARGS = dict(
-    login_host=dict(type="str", default="", aliases=["host"]),
-    login_port=dict(type="int", default=5432, aliases=["port"]),
     login_user=dict(type="str", default="postgres"),
-    login_password=dict(type="str", default="", no_log=True),
     login_db=dict(type="str", required=True, aliases=["db"]),
-    connect_timeout=dict(type="int", default=10),
-    ssl_mode=dict(type="str", default="prefer", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
-    ca_cert=dict(type="path"),
+    **pg_connection.CONNECTION_ARGS
 )
 
 INDEX_ARGS = dict(
@@ -912,15 +909,4 @@ INDEX_ARGS = dict(
 
 def conn_params(p):
     """psycopg2.connect keyword arguments from the modules' connection options."""
-    params = dict(
-        host=p["login_host"] or None,
-        port=p["login_port"],
-        user=p["login_user"],
-        password=p["login_password"] or None,
-        dbname=p["login_db"],
-        connect_timeout=p["connect_timeout"],
-        sslmode=p["ssl_mode"],
-    )
-    if p.get("ca_cert"):
-        params["sslrootcert"] = p["ca_cert"]
-    return params
+    return pg_connection.conn_params(p, p["login_db"])

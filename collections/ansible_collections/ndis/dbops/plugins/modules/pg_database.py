@@ -34,42 +34,18 @@ author:
   - ndis dbops maintainers
 requirements:
   - psycopg2 (psycopg2-binary) on the managed host
+extends_documentation_fragment:
+  - ndis.dbops.postgres
 options:
-  login_host:
-    description: Host of the PostgreSQL server. Empty means the local Unix socket.
-    type: str
-    default: ''
-    aliases: [host]
-  login_port:
-    description: Port of the PostgreSQL server.
-    type: int
-    default: 5432
-    aliases: [port]
   login_user:
     description: The admin to connect as (the RDS master user, or a superuser).
     type: str
     default: postgres
-  login_password:
-    description: Password of O(login_user).
-    type: str
-    default: ''
   maintenance_db:
     description: Database the admin connects to for cluster-level work.
     type: str
     default: postgres
     aliases: [login_db]
-  connect_timeout:
-    description: Seconds to wait for a connection to be established.
-    type: int
-    default: 10
-  ssl_mode:
-    description: libpq sslmode of the connections, the app user's login test included.
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  ca_cert:
-    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
-    type: path
   name:
     description: The app database.
     type: str
@@ -166,21 +142,15 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
+from ansible_collections.ndis.dbops.plugins.module_utils import pg_access, pg_connection
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            login_host=dict(type="str", default="", aliases=["host"]),
-            login_port=dict(type="int", default=5432, aliases=["port"]),
             login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", default="", no_log=True),
             maintenance_db=dict(type="str", default="postgres", aliases=["login_db"]),
-            connect_timeout=dict(type="int", default=10),
-            ssl_mode=dict(type="str", default="prefer",
-                          choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
-            ca_cert=dict(type="path"),
+            **pg_connection.CONNECTION_ARGS,
             name=dict(type="str", required=True),
             owner=dict(type="str"),
             owner_comment=dict(type="str"),
@@ -206,11 +176,7 @@ def main():
     if len(set(names)) != len(names):
         module.fail_json(msg="login_user (%s), owner (%s), app_user (%s) and readonly_role (%s) must be different roles"
                          % (p["login_user"], p["owner"], p["app_user"], p["readonly_role"] or "none"))
-    conn_params = dict(host=p["login_host"] or None, port=p["login_port"], user=p["login_user"],
-                       password=p["login_password"] or None, connect_timeout=p["connect_timeout"],
-                       sslmode=p["ssl_mode"])
-    if p["ca_cert"]:
-        conn_params["sslrootcert"] = p["ca_cert"]
+    conn_params = pg_connection.conn_params(p)
     try:
         result = pg_access.converge(conn_params, p, check_mode=module.check_mode)
     except pg_access.AccessError as e:

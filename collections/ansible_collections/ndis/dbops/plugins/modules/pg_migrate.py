@@ -29,43 +29,18 @@ author:
   - ndis dbops maintainers
 requirements:
   - psycopg2 (psycopg2-binary) on the managed host
+extends_documentation_fragment:
+  - ndis.dbops.postgres
 options:
-  login_host:
-    description: Host of the PostgreSQL server. Empty means the local Unix socket.
-    type: str
-    default: ''
-    aliases: [host]
-  login_port:
-    description: Port of the PostgreSQL server.
-    type: int
-    default: 5432
-    aliases: [port]
   login_user:
     description: User to connect as.
     type: str
     default: postgres
-  login_password:
-    description: Password of O(login_user).
-    type: str
-    default: ''
   login_db:
     description: Database to migrate.
     type: str
     required: true
     aliases: [db]
-  connect_timeout:
-    description: Seconds to wait for the connection to be established.
-    type: int
-    default: 10
-  ssl_mode:
-    description:
-      - libpq sslmode of the connection. RDS with C(rds.force_ssl=1) needs C(require) or stricter.
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  ca_cert:
-    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
-    type: path
   path:
     description:
       - Directory on the managed host holding the migration files.
@@ -240,21 +215,15 @@ holders:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ndis.dbops.plugins.module_utils import migrate
+from ansible_collections.ndis.dbops.plugins.module_utils import migrate, pg_connection
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            login_host=dict(type="str", default="", aliases=["host"]),
-            login_port=dict(type="int", default=5432, aliases=["port"]),
             login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", default="", no_log=True),
             login_db=dict(type="str", required=True, aliases=["db"]),
-            connect_timeout=dict(type="int", default=10),
-            ssl_mode=dict(type="str", default="prefer",
-                          choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
-            ca_cert=dict(type="path"),
+            **pg_connection.CONNECTION_ARGS,
             path=dict(type="path", required=True),
             role=dict(type="str"),
             history_schema=dict(type="str", default="public"),
@@ -272,17 +241,7 @@ def main():
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(migrate.PSYCOPG2_IMPORT_ERROR))
 
     p = module.params
-    conn_params = dict(
-        host=p["login_host"] or None,
-        port=p["login_port"],
-        user=p["login_user"],
-        password=p["login_password"] or None,
-        dbname=p["login_db"],
-        connect_timeout=p["connect_timeout"],
-        sslmode=p["ssl_mode"],
-    )
-    if p["ca_cert"]:
-        conn_params["sslrootcert"] = p["ca_cert"]
+    conn_params = pg_connection.conn_params(p, p["login_db"])
     try:
         result = migrate.run(
             conn_params,

@@ -31,42 +31,18 @@ author:
   - ndis dbops maintainers
 requirements:
   - psycopg2 (psycopg2-binary) on the managed host
+extends_documentation_fragment:
+  - ndis.dbops.postgres
 options:
-  login_host:
-    description: Host of the PostgreSQL server. Empty means the local Unix socket.
-    type: str
-    default: ''
-    aliases: [host]
-  login_port:
-    description: Port of the PostgreSQL server.
-    type: int
-    default: 5432
-    aliases: [port]
   login_user:
     description: User to connect as (the admin; it must own the tables or be able to index them).
     type: str
     default: postgres
-  login_password:
-    description: Password of O(login_user).
-    type: str
-    default: ''
   login_db:
     description: Database holding the tables.
     type: str
     required: true
     aliases: [db]
-  connect_timeout:
-    description: Seconds to wait for the connection to be established.
-    type: int
-    default: 10
-  ssl_mode:
-    description: libpq sslmode of the connection.
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  ca_cert:
-    description: CA bundle for C(verify-ca) and C(verify-full) (libpq sslrootcert).
-    type: path
   indexes:
     description:
       - The vector index declarations.
