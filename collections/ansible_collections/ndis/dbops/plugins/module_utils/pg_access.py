@@ -166,11 +166,11 @@ def connect(conn_params, dbname):
                params.get("connect_timeout", "?"), _first_line(e), dbname))
 
 
-def password_matches(conn_params, user, password, dbnames):
+def password_matches(conn_params, user, password, dbname):
     """Whether `user` can authenticate with `password`: a login is the comparison that works on RDS,
     where the admin cannot read pg_authid. A refusal after authentication (no CONNECT on the
     database, NOLOGIN, connection limit) still proves the password."""
-    params = dict(conn_params, user=user, password=password, dbname=dbnames[0])
+    params = dict(conn_params, user=user, password=password, dbname=dbname)
     params.setdefault("application_name", APPLICATION_NAME)
     try:
         psycopg2.connect(**params).close()
@@ -213,10 +213,14 @@ def _describe_role(role, name):
     return text + (" comment=%r" % role["comment"] if role["comment"] else "")
 
 
+_UNREAD = object()
+
+
 def ensure_role(s, name, login, comment, conn_limit=None, settings=None, password=None, password_ok=None,
-                before=None, after=None):
-    """Create or alter a role to the declared attributes. Returns whether anything changed."""
-    role = _role(s, name)
+                before=None, after=None, current=_UNREAD):
+    """Create or alter a role to the declared attributes (`current`: the role as already read, or None
+    for absent). Returns whether anything changed."""
+    role = _role(s, name) if current is _UNREAD else current
     want = dict(LOGIN_ROLE_ATTRS, rolcanlogin=login)
     settings = settings or {}
     n = len(s.queries)
@@ -474,15 +478,14 @@ def converge(conn_params, spec, check_mode=False):
         ensure_membership(s, spec["owner"], admin, before, after)
         existed = ensure_database(s, spec["name"], spec["owner"], spec.get("encoding") or "UTF8", before, after)
         app = spec["app_user"]
+        app_role = _role(s, app)
         password_ok = None
-        if spec.get("app_password") is not None and _role(s, app) is not None:
-            password_ok = password_matches(conn_params, app, spec["app_password"],
-                                           [spec["name"] if existed else maint])
-        before_pw = len(queries)
+        if app_role is not None:
+            password_ok = password_matches(conn_params, app, spec["app_password"], spec["name"] if existed else maint)
         ensure_role(s, app, login=True, comment=spec.get("app_comment"), conn_limit=spec.get("app_connection_limit"),
-                    settings=spec.get("app_settings"), password=spec.get("app_password"), password_ok=password_ok,
-                    before=before, after=after)
-        if any(q.endswith("PASSWORD '%s'" % MASK) for q in queries[before_pw:]):
+                    settings=spec.get("app_settings"), password=spec["app_password"], password_ok=password_ok,
+                    before=before, after=after, current=app_role)
+        if password_ok is False:
             before.append("role %s: password differs" % app)
             after.append("role %s: password set" % app)
         if spec.get("readonly_role"):
