@@ -140,7 +140,7 @@ def test_password_file_private_and_stack_json_clean(local_stack):
 
 @pytest.mark.parametrize("which", ["pg", "moto"])
 def test_taken_port_is_a_clear_error(tmp_path, which):
-    directory = f"/tmp/ndis-pytest-portstack-{which}"
+    directory = f"{STACK_DIR}-portstack-{which}"
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
@@ -165,7 +165,7 @@ def test_taken_port_is_a_clear_error(tmp_path, which):
 
 
 def test_stop_start_keeps_data_and_down_removes_dir():
-    directory = "/tmp/ndis-pytest-stopstack"
+    directory = f"{STACK_DIR}-stopstack"
     args = stack_args(directory, pg_port=free_port(), moto_port=free_port())
     run_stack("down", *args, check=False)
     try:
