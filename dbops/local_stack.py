@@ -17,7 +17,7 @@ Options (flag, then environment variable, then default)::
     --moto-port  NDIS_LOCAL_MOTO_PORT   55500
     --tls-port   NDIS_LOCAL_TLS_PORT    the PostgreSQL port + 1000 (56432)
     --region     NDIS_LOCAL_REGION      ap-southeast-2
-    --admin-user                        admin
+    --admin-user                        dbadmin
 
 Commands:
 
@@ -88,7 +88,7 @@ DEFAULT_DIR = "/tmp/ndis-local-stack"
 DEFAULT_PG_PORT = 55432
 DEFAULT_MOTO_PORT = 55500
 DEFAULT_REGION = "ap-southeast-2"
-DEFAULT_ADMIN = "admin"
+DEFAULT_ADMIN = "dbadmin"  # a master user name RDS accepts for PostgreSQL (it refuses "admin")
 
 PG_OS_USER = "postgres"
 AWS_KEY = "testing"

@@ -126,6 +126,81 @@ POSTGRES16_PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
+# More postgres16 parameters, commonly tuned ones, in AWS's shape for default.postgres16
+# (DescribeEngineDefaultParameters, `aws rds describe-engine-default-parameters
+# --db-parameter-group-family postgres16`). The family has several hundred; the local
+# stack knows these and the ones above, so preflight refuses any other name locally that
+# RDS might accept: add it here, with AWS's metadata, when the inventory needs one.
+POSTGRES16_PARAMETERS.update({
+    "max_connections": {
+        "ParameterValue": "LEAST({DBInstanceClassMemory/9531392},5000)",
+        "Description": "Sets the maximum number of concurrent connections.",
+        "Source": "system", "ApplyType": "static", "DataType": "integer",
+        "AllowedValues": "6-8388607", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "shared_buffers": {
+        "ParameterValue": "{DBInstanceClassMemory/32768}",
+        "Description": "Sets the number of shared memory buffers used by the server.",
+        "Source": "system", "ApplyType": "static", "DataType": "integer",
+        "AllowedValues": "16-1073741823", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "effective_cache_size": {
+        "ParameterValue": "{DBInstanceClassMemory/16384}",
+        "Description": "Sets the planner's assumption about the size of the disk cache.",
+        "Source": "system", "ApplyType": "dynamic", "DataType": "integer",
+        "AllowedValues": "1-2147483647", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "random_page_cost": {
+        "Description": "Sets the planner's estimate of the cost of a nonsequentially fetched disk page.",
+        "Source": "engine-default", "ApplyType": "dynamic", "DataType": "float",
+        "AllowedValues": "0-2147483647", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "log_statement": {
+        "Description": "Sets the type of statements logged.",
+        "Source": "engine-default", "ApplyType": "dynamic", "DataType": "string",
+        "AllowedValues": "none,ddl,mod,all", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "log_lock_waits": {
+        "Description": "Logs long lock waits.",
+        "Source": "engine-default", "ApplyType": "dynamic", "DataType": "boolean",
+        "AllowedValues": "0,1", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "log_disconnections": {
+        "Description": "Logs end of a session, including duration.",
+        "Source": "engine-default", "ApplyType": "dynamic", "DataType": "boolean",
+        "AllowedValues": "0,1", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "track_io_timing": {
+        "ParameterValue": "1",
+        "Description": "Collects timing statistics for database I/O activity.",
+        "Source": "system", "ApplyType": "dynamic", "DataType": "boolean",
+        "AllowedValues": "0,1", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "temp_file_limit": {
+        "Description": "Limits the total size of all temporary files used by each process.",
+        "Source": "engine-default", "ApplyType": "dynamic", "DataType": "integer",
+        "AllowedValues": "-1-2147483647", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "autovacuum": {
+        "ParameterValue": "1",
+        "Description": "Starts the autovacuum subprocess.",
+        "Source": "system", "ApplyType": "dynamic", "DataType": "boolean",
+        "AllowedValues": "0,1", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "rds.logical_replication": {
+        "ParameterValue": "0",
+        "Description": "Enables logical decoding.",
+        "Source": "system", "ApplyType": "static", "DataType": "boolean",
+        "AllowedValues": "0,1", "IsModifiable": True, "ApplyMethod": "pending-reboot",
+    },
+    "rds.extensions": {
+        "Description": "List of extensions available to users.",
+        "Source": "system", "ApplyType": "static", "DataType": "list",
+        "AllowedValues": "", "IsModifiable": False, "ApplyMethod": "pending-reboot",
+    },
+})
+
+
 # --------------------------------------------------------------------------
 # Patch 1: gp3 Iops / StorageThroughput
 # --------------------------------------------------------------------------
@@ -383,6 +458,219 @@ def patch_ssm_secure_string_kms_key() -> None:
     SimpleSystemManagerBackend.put_parameter = put_parameter  # type: ignore[method-assign]
 
 
+# --------------------------------------------------------------------------
+# Patches 6-9: the RDS for PostgreSQL catalogue (engine versions, their support
+# lifecycle, orderable instance options, engine default parameters)
+# --------------------------------------------------------------------------
+# Sources, for the data below:
+# - AWS Health notice of 2026 for RDS for PostgreSQL (quoted in public runbooks, e.g.
+#   github.com/saayam-for-all/database wiki "AWS RDS instances - Health Checks"): minor
+#   versions 16.5, 16.6, 16.7 and 16.8 reach the end of standard support on 2026-05-31, no
+#   new instance can be created on them from 2026-05-01, and instances on them are upgraded
+#   to 16.11 (or higher) and 17.7 (or higher) for 17.
+# - RDS User Guide, "Choosing a major version for an RDS for PostgreSQL upgrade": each 16.x
+#   lists the later 16 minors and 17 minors as ValidUpgradeTarget (16.9 -> 17.5, ...).
+# - RDS for PostgreSQL release calendar: PostgreSQL 16 on RDS from 2023-11-17, end of
+#   standard support 2029-02-28, end of Extended Support 2032-02-29; 17: 2024-11-18,
+#   2030-02-28, 2033-02-28.
+# - RDS User Guide, "Amazon RDS DB instance storage" (PostgreSQL): gp2 and gp3 20-65,536 GiB;
+#   gp3 below 400 GiB has a fixed 3,000 IOPS / 125 MiB/s baseline, at 400 GiB or more
+#   12,000-64,000 IOPS and 500-4,000 MiB/s can be provisioned; io1 and io2 100-65,536 GiB,
+#   1,000-256,000 IOPS (io1 up to 50 IOPS per GiB, io2 up to 1,000).
+# - RDS User Guide, "Supported DB engines for DB instance classes": the classes below run
+#   RDS for PostgreSQL 16, all Multi-AZ capable.
+# Only what these sources state is here: the local stack offers a subset of what a region
+# offers (fewer versions, classes and parameters), never something AWS refuses.
+RDS_POSTGRES_VERSIONS: dict[str, dict[str, Any]] = {
+    # version: (status, the default minor of its major)
+    "16.8": {"Status": "deprecated"},
+    "16.9": {"Status": "available"},
+    "16.10": {"Status": "available"},
+    "16.11": {"Status": "available", "default": True},
+    "17.7": {"Status": "available", "default": True},
+}
+RDS_POSTGRES_MAJOR_LIFECYCLES: dict[str, tuple[str, str, str]] = {
+    # major: (RDS start, end of standard support, end of Extended Support)
+    "16": ("2023-11-17", "2029-02-28", "2032-02-29"),
+    "17": ("2024-11-18", "2030-02-28", "2033-02-28"),
+}
+RDS_POSTGRES_CLASSES = (
+    "db.t3.micro", "db.t3.small", "db.t3.medium", "db.t3.large", "db.t3.xlarge", "db.t3.2xlarge",
+    "db.t4g.micro", "db.t4g.small", "db.t4g.medium", "db.t4g.large", "db.t4g.xlarge", "db.t4g.2xlarge",
+    "db.m6g.large", "db.m6g.xlarge", "db.m6g.2xlarge", "db.m7g.large", "db.m7g.xlarge", "db.m7g.2xlarge",
+    "db.r6g.large", "db.r6g.xlarge", "db.r6g.2xlarge", "db.r7g.large", "db.r7g.xlarge", "db.r7g.2xlarge",
+)
+RDS_STORAGE_OPTIONS: dict[str, dict[str, Any]] = {
+    "gp2": {"MinStorageSize": 20, "MaxStorageSize": 65536, "SupportsIops": False,
+            "SupportsStorageThroughput": False},
+    "gp3": {"MinStorageSize": 20, "MaxStorageSize": 65536, "SupportsIops": True,
+            "MinIopsPerDbInstance": 12000, "MaxIopsPerDbInstance": 64000, "MinIopsPerGib": 0.5,
+            "MaxIopsPerGib": 500.0, "SupportsStorageThroughput": True,
+            "MinStorageThroughputPerDbInstance": 500, "MaxStorageThroughputPerDbInstance": 4000,
+            "MinStorageThroughputPerIops": 0.0, "MaxStorageThroughputPerIops": 0.25},
+    "io1": {"MinStorageSize": 100, "MaxStorageSize": 65536, "SupportsIops": True,
+            "MinIopsPerDbInstance": 1000, "MaxIopsPerDbInstance": 256000, "MinIopsPerGib": 1.0,
+            "MaxIopsPerGib": 50.0, "SupportsStorageThroughput": False},
+    "io2": {"MinStorageSize": 100, "MaxStorageSize": 65536, "SupportsIops": True,
+            "MinIopsPerDbInstance": 1000, "MaxIopsPerDbInstance": 256000, "MinIopsPerGib": 1.0,
+            "MaxIopsPerGib": 1000.0, "SupportsStorageThroughput": False},
+}
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _engine_version_entry(version: str) -> dict[str, Any]:
+    major = version.split(".")[0]
+    targets = [
+        {"Engine": "postgres", "EngineVersion": other, "Description": f"PostgreSQL {other}-R1",
+         "AutoUpgrade": False, "IsMajorVersionUpgrade": other.split(".")[0] != major}
+        for other in sorted(RDS_POSTGRES_VERSIONS, key=_version_key)
+        if _version_key(other) > _version_key(version) and RDS_POSTGRES_VERSIONS[other]["Status"] == "available"
+    ]
+    return {
+        "Engine": "postgres", "EngineVersion": version, "MajorEngineVersion": major,
+        "DBParameterGroupFamily": f"postgres{major}", "DBEngineDescription": "PostgreSQL",
+        "DBEngineVersionDescription": f"PostgreSQL {version}-R1",
+        "Status": RDS_POSTGRES_VERSIONS[version]["Status"], "ValidUpgradeTarget": targets,
+        "SupportsReadReplica": True, "SupportsLogExportsToCloudwatchLogs": True,
+        "ExportableLogTypes": ["postgresql", "upgrade"],
+    }
+
+
+def _is_true(value: Any) -> bool:
+    return str(value).lower() == "true"
+
+
+def patch_describe_db_engine_versions() -> None:
+    """Real AWS: DescribeDBEngineVersions lists the versions a region offers, each with
+    its Status, parameter group family and ValidUpgradeTarget; EngineVersion may be a
+    major version alone ("16"), DefaultOnly picks the default minor, and deprecated
+    versions appear only with IncludeAll.  moto 5.2.5 does not implement the call
+    (NotImplementedError), so ndis.dbops.rds_preflight cannot ask.
+    Fix: answer for engine postgres from :data:`RDS_POSTGRES_VERSIONS`."""
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    def describe_db_engine_versions(self: Any) -> Any:
+        engine = self.params.get("Engine")
+        wanted = self.params.get("EngineVersion")
+        family = self.params.get("DBParameterGroupFamily")
+        out = []
+        for version in sorted(RDS_POSTGRES_VERSIONS, key=_version_key):
+            meta = RDS_POSTGRES_VERSIONS[version]
+            entry = _engine_version_entry(version)
+            if engine and engine != "postgres":
+                continue
+            if wanted and wanted not in (version, entry["MajorEngineVersion"]):
+                continue
+            if family and family != entry["DBParameterGroupFamily"]:
+                continue
+            if meta["Status"] != "available" and not _is_true(self.params.get("IncludeAll")):
+                continue
+            if _is_true(self.params.get("DefaultOnly")) and not meta.get("default"):
+                continue
+            out.append(entry)
+        if _is_true(self.params.get("DefaultOnly")) and not wanted and not family:
+            out = out[-1:]  # the region's default: the newest major's default minor
+        return ActionResult({"DBEngineVersions": out})
+
+    RDSResponse.describe_db_engine_versions = describe_db_engine_versions  # type: ignore[attr-defined]
+
+
+def patch_describe_db_major_engine_versions() -> None:
+    """Real AWS: DescribeDBMajorEngineVersions gives each major version's support
+    lifecycle (SupportedEngineLifecycles: open-source-rds-standard-support and
+    open-source-rds-extended-support with start and end dates).  moto 5.2.5 does not
+    implement it.  Fix: answer for postgres from :data:`RDS_POSTGRES_MAJOR_LIFECYCLES`."""
+    import datetime
+
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    def _date(text: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+
+    def describe_db_major_engine_versions(self: Any) -> Any:
+        engine = self.params.get("Engine")
+        wanted = self.params.get("MajorEngineVersion")
+        out = []
+        for major, (start, standard_end, extended_end) in sorted(RDS_POSTGRES_MAJOR_LIFECYCLES.items()):
+            if (engine and engine != "postgres") or (wanted and wanted != major):
+                continue
+            out.append({"Engine": "postgres", "MajorEngineVersion": major, "SupportedEngineLifecycles": [
+                {"LifecycleSupportName": "open-source-rds-standard-support",
+                 "LifecycleSupportStartDate": _date(start), "LifecycleSupportEndDate": _date(standard_end)},
+                {"LifecycleSupportName": "open-source-rds-extended-support",
+                 "LifecycleSupportStartDate": _date(standard_end) + datetime.timedelta(days=1),
+                 "LifecycleSupportEndDate": _date(extended_end)},
+            ]})
+        return ActionResult({"DBMajorEngineVersions": out})
+
+    RDSResponse.describe_db_major_engine_versions = describe_db_major_engine_versions  # type: ignore[attr-defined]
+
+
+def patch_describe_orderable_postgres_options() -> None:
+    """Real AWS: DescribeOrderableDBInstanceOptions for engine postgres lists every
+    class x storage type a version can be ordered with, with MultiAZCapable, storage
+    size, IOPS and throughput ranges, and filters on DBInstanceClass and Vpc.  moto
+    5.2.5 answers only for aurora-postgresql and neptune: an empty list for postgres,
+    which reads as "nothing is orderable".  Fix: answer for postgres versions offered
+    (:data:`RDS_POSTGRES_VERSIONS`, not deprecated) from :data:`RDS_POSTGRES_CLASSES` and
+    :data:`RDS_STORAGE_OPTIONS`; other engines keep moto's answer."""
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    orig = RDSResponse.describe_orderable_db_instance_options
+
+    def describe_orderable_db_instance_options(self: Any) -> Any:
+        if self.params.get("Engine") != "postgres":
+            return orig(self)
+        wanted = self.params.get("EngineVersion")
+        wanted_class = self.params.get("DBInstanceClass")
+        zones = [{"Name": f"{self.region}{z}"} for z in "abc"]
+        out = []
+        for version in sorted(RDS_POSTGRES_VERSIONS, key=_version_key):
+            if RDS_POSTGRES_VERSIONS[version]["Status"] != "available" or (wanted and wanted != version):
+                continue
+            for klass in RDS_POSTGRES_CLASSES:
+                if wanted_class and wanted_class != klass:
+                    continue
+                for storage, ranges in RDS_STORAGE_OPTIONS.items():
+                    out.append({
+                        "Engine": "postgres", "EngineVersion": version, "DBInstanceClass": klass,
+                        "LicenseModel": "postgresql-license", "AvailabilityZones": zones,
+                        "MultiAZCapable": True, "ReadReplicaCapable": True, "Vpc": True,
+                        "SupportsStorageEncryption": True, "StorageType": storage,
+                        "SupportsStorageAutoscaling": True, "SupportsPerformanceInsights": True,
+                        "SupportsIAMDatabaseAuthentication": True, "SupportsEnhancedMonitoring": True,
+                        **ranges,
+                    })
+        return ActionResult({"OrderableDBInstanceOptions": out})
+
+    RDSResponse.describe_orderable_db_instance_options = describe_orderable_db_instance_options  # type: ignore[method-assign]
+
+
+def patch_describe_engine_default_parameters() -> None:
+    """Real AWS: DescribeEngineDefaultParameters lists a family's parameters with
+    DataType, AllowedValues, ApplyType and IsModifiable, whether or not any parameter
+    group exists.  moto 5.2.5 does not implement it.  Fix: answer for postgres16 from
+    :data:`POSTGRES16_PARAMETERS` (the metadata patch 3 also serves); another family is
+    answered with no parameters, as AWS does for a family it does not know."""
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    def describe_engine_default_parameters(self: Any) -> Any:
+        family = self.params.get("DBParameterGroupFamily")
+        params = []
+        if (family or "").lower() == "postgres16":
+            params = [{"ParameterName": name, **meta} for name, meta in POSTGRES16_PARAMETERS.items()]
+        return ActionResult({"EngineDefaults": {"DBParameterGroupFamily": family, "Parameters": params}})
+
+    RDSResponse.describe_engine_default_parameters = describe_engine_default_parameters  # type: ignore[attr-defined]
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
@@ -390,6 +678,10 @@ ALL_PATCHES = (
     patch_backup_vault_access_denied,
     patch_backup_selections,
     patch_ssm_secure_string_kms_key,
+    patch_describe_db_engine_versions,
+    patch_describe_db_major_engine_versions,
+    patch_describe_orderable_postgres_options,
+    patch_describe_engine_default_parameters,
 )
 
 

@@ -68,7 +68,7 @@ def test_status_reports_both(local_stack):
 
 def test_stack_json_shape(local_stack):
     assert local_stack["pg"]["host"] == "127.0.0.1"
-    assert local_stack["pg"]["user"] == "admin"
+    assert local_stack["pg"]["user"] == "dbadmin"
     assert local_stack["pg"]["version"].startswith("16.")
     assert Path(local_stack["pg"]["bindir"], "psql").exists()
     assert local_stack["aws"]["region"] == "ap-southeast-2"
@@ -112,7 +112,7 @@ def test_env_is_valid_shell_and_psql_works(local_stack, scratch_db, tmp_path):
     assert out[0] == "CREATE"  # "CREATE EXTENSION"
     assert "0.8.5" in out
     assert any(v.startswith("16.") for v in out)
-    assert out[-1] == "admin"
+    assert out[-1] == "dbadmin"
 
 
 def test_listens_only_on_localhost(local_stack):

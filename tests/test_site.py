@@ -284,7 +284,7 @@ def test_unreachable_database_fails_fast_with_a_clear_error(local_stack):
     proc = run_playbook(local_stack, "-e", '{"db_admin_login_port": 9, "db_connect_timeout": 3}',
                         "--tags", "postgres_db", timeout=120)
     assert proc.returncode != 0
-    assert "Cannot connect to PostgreSQL at 127.0.0.1:9 as admin within 3 s" in proc.stdout
+    assert "Cannot connect to PostgreSQL at 127.0.0.1:9 as dbadmin within 3 s" in proc.stdout
 
 
 @pytest.fixture

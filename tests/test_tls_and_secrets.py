@@ -192,7 +192,7 @@ def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
 # --- bad input --------------------------------------------------------------------------
 @pytest.mark.parametrize("label,args,message", [
     ("short supplied admin password", ["-e", "rds_instance_master_password=Short1234567"],
-     "the supplied admin password (admin) has fewer than 16 characters"),
+     "the supplied admin password (dbadmin) has fewer than 16 characters"),
     ("ssm name without /", ["-e", "ssm_secret_parameter_name=ndis-chatbot/local/DATABASE_URL"],
      "the parameter name must start with / (got 'ndis-chatbot/local/DATABASE_URL')"),
     ("kms key that does not exist", ["-e", "ssm_secret_kms_key_id=alias/no-such-key"],
