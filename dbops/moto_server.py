@@ -12,7 +12,11 @@ Known difference that is deliberately *not* patched:
 
 * CreateDBInstance without EngineVersion: moto defaults to 9.3.3 for postgres
   (real AWS picks the current default minor version).  Callers must always
-  pass ``engine_version`` (e.g. "16.4") so that both behave the same.
+  pass ``engine_version`` (e.g. "16.11") so that both behave the same; the
+  validate play resolves an empty or major-only version to a full one first.
+* CreateDBInstance / ModifyDBInstance accept any engine version, class, storage
+  or master user name; ndis.dbops.rds_preflight asks the catalogue (patches 6-9)
+  before either call is made.
 
 The patches are applied in this process only (the server runs in-process via
 werkzeug), so importing this module has no effect until :func:`apply_patches`

@@ -122,3 +122,65 @@ def test_patch4b_backup_selections(boto3_client):
     with pytest.raises(ClientError) as exc:
         backup.list_backup_selections(BackupPlanId="no-such-plan")
     assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_patch6_postgres_engine_versions(boto3_client):
+    rds = boto3_client("rds")
+    offered = rds.describe_db_engine_versions(Engine="postgres")["DBEngineVersions"]
+    assert [v["EngineVersion"] for v in offered if v["MajorEngineVersion"] == "16"] == ["16.9", "16.10", "16.11"]
+    assert {v["DBParameterGroupFamily"] for v in offered if v["MajorEngineVersion"] == "16"} == {"postgres16"}
+    every = rds.describe_db_engine_versions(Engine="postgres", IncludeAll=True)["DBEngineVersions"]
+    assert {v["EngineVersion"]: v["Status"] for v in every}["16.8"] == "deprecated"  # only with IncludeAll
+    default = rds.describe_db_engine_versions(Engine="postgres", EngineVersion="16", DefaultOnly=True)["DBEngineVersions"]
+    assert [v["EngineVersion"] for v in default] == ["16.11"]
+    by_family = rds.describe_db_engine_versions(Engine="postgres", DBParameterGroupFamily="postgres16",
+                                                DefaultOnly=True)["DBEngineVersions"]
+    assert [v["EngineVersion"] for v in by_family] == ["16.11"]
+    one = rds.describe_db_engine_versions(Engine="postgres", EngineVersion="16.9")["DBEngineVersions"]
+    targets = {t["EngineVersion"]: t["IsMajorVersionUpgrade"] for t in one[0]["ValidUpgradeTarget"]}
+    assert targets == {"16.10": False, "16.11": False, "17.7": True}  # later minors and 17, never lower
+    assert rds.describe_db_engine_versions(Engine="postgres", EngineVersion="16.99")["DBEngineVersions"] == []
+
+
+def test_patch7_postgres_major_lifecycles(boto3_client):
+    majors = boto3_client("rds").describe_db_major_engine_versions(Engine="postgres", MajorEngineVersion="16")
+    lifecycles = {lc["LifecycleSupportName"]: lc for lc in majors["DBMajorEngineVersions"][0]["SupportedEngineLifecycles"]}
+    assert lifecycles["open-source-rds-standard-support"]["LifecycleSupportEndDate"].date().isoformat() == "2029-02-28"
+    assert lifecycles["open-source-rds-extended-support"]["LifecycleSupportEndDate"].date().isoformat() == "2032-02-29"
+
+
+def test_patch8_postgres_orderable_options(boto3_client):
+    rds = boto3_client("rds")
+    options = rds.describe_orderable_db_instance_options(
+        Engine="postgres", EngineVersion="16.11", DBInstanceClass="db.t4g.medium", Vpc=True)["OrderableDBInstanceOptions"]
+    by_storage = {o["StorageType"]: o for o in options}
+    assert set(by_storage) == {"gp2", "gp3", "io1", "io2"}
+    gp3 = by_storage["gp3"]
+    assert (gp3["MinStorageSize"], gp3["MaxStorageSize"], gp3["MultiAZCapable"]) == (20, 65536, True)
+    assert (gp3["MinIopsPerDbInstance"], gp3["MaxIopsPerDbInstance"]) == (12000, 64000)
+    assert by_storage["io1"]["MinStorageSize"] == 100 and by_storage["gp2"]["SupportsIops"] is False
+    every = rds.get_paginator("describe_orderable_db_instance_options").paginate(
+        Engine="postgres", EngineVersion="16.11").build_full_result()["OrderableDBInstanceOptions"]
+    assert {"db.t4g.small", "db.t4g.medium", "db.t4g.large"} <= {o["DBInstanceClass"] for o in every}
+    assert rds.describe_orderable_db_instance_options(Engine="postgres", EngineVersion="16.11",
+                                                      DBInstanceClass="db.t4g.hyper")["OrderableDBInstanceOptions"] == []
+    # a deprecated version is not orderable; other engines keep moto's own answer
+    assert rds.describe_orderable_db_instance_options(Engine="postgres", EngineVersion="16.8")["OrderableDBInstanceOptions"] == []
+    assert rds.describe_orderable_db_instance_options(Engine="aurora-postgresql")["OrderableDBInstanceOptions"]
+
+
+def test_patch9_postgres16_engine_default_parameters(boto3_client):
+    rds = boto3_client("rds")
+    params = rds.get_paginator("describe_engine_default_parameters").paginate(
+        DBParameterGroupFamily="postgres16").build_full_result()["EngineDefaults"]["Parameters"]
+    by_name = {p["ParameterName"]: p for p in params}
+    assert (by_name["rds.force_ssl"]["AllowedValues"], by_name["rds.force_ssl"]["DataType"]) == ("0,1", "boolean")
+    assert by_name["max_connections"]["ApplyType"] == "static"
+    assert by_name["rds.extensions"]["IsModifiable"] is False
+    # the same metadata as a parameter group of the family (patch 3)
+    name = uid("pg16d")
+    rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres16", Description="t")
+    group = {p["ParameterName"]: p for p in rds.describe_db_parameters(DBParameterGroupName=name)["Parameters"]}
+    assert set(group) == set(by_name)
+    unknown = rds.describe_engine_default_parameters(DBParameterGroupFamily="postgres99")["EngineDefaults"]
+    assert unknown.get("Parameters", []) == []

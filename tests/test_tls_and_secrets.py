@@ -197,8 +197,8 @@ def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
      "the parameter name must start with / (got 'ndis-chatbot/local/DATABASE_URL')"),
     ("kms key that does not exist", ["-e", "ssm_secret_kms_key_id=alias/no-such-key"],
      "KMS key alias/no-such-key does not exist in ap-southeast-2"),
-    ("app user is the admin", ["-e", "app_db_user=admin"],
-     "the app user (admin) must not be the admin (admin)"),
+    ("app user is the admin", ["-e", "app_db_user=dbadmin"],
+     "the app user (dbadmin) must not be the admin (dbadmin)"),
     ("short supplied app password", ["-e", "ssm_secret_new_app_password=Short1234567"],
      "the supplied app password (ssm_secret_new_app_password) has fewer than 16 characters"),
 ])
