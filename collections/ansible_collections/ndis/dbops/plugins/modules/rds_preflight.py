@@ -14,7 +14,7 @@ DOCUMENTATION = r"""
 ---
 module: rds_preflight
 short_description: Check a declared RDS for PostgreSQL instance against the region's catalogue
-version_added: "0.2.0"
+version_added: "0.4.0"
 description:
   - Asks the region what it offers and fails, naming each refused value and what is offered
     instead, when the engine version is not offered, is deprecated (past its end of standard
