@@ -666,17 +666,18 @@ class LockRetry(object):
         what = "%s%s" % (m.file, " statement %s" % stmt_no if stmt_no else "")
         holder = _blocker_text(blockers)
         if spent + delay > self.budget:
-            line = ("%s: gave up after %d attempt(s) over %.1fs (lock_retry_budget=%ss); each timed out after "
-                    "pg_lock_timeout=%ss waiting for a lock held by %s" % (what, self.attempts, spent, self.budget,
+            line = ("%s: gave up after %d attempt(s) over %.1fs (lock_retry_budget=%gs); each timed out after "
+                    "pg_lock_timeout=%gs waiting for a lock held by %s" % (what, self.attempts, spent, self.budget,
                                                                          self.pg_lock_timeout, holder))
             self._emit(line)
-            state = ("its transaction was rolled back and it was NOT recorded" if stmt_no is None else
-                     "statements before statement %s were committed (no-transaction file); it was NOT recorded" % stmt_no)
+            state = ("Its transaction was rolled back and it was NOT recorded" if stmt_no is None else
+                     "It runs without a transaction: statements before statement %s were committed; it was NOT recorded"
+                     % stmt_no)
             earlier = ", ".join(d["name"] for d in self.result["applied"]) or "none"
             self.result["changed"] = bool(self.result["applied"]) or bool(self.result.get("baselined")) or bool(
                 self.result.get("repaired"))
             raise MigrationError(
-                "migration %s could not take its locks: %s. The file %s. Files applied earlier in this run stay "
+                "migration %s could not take its locks: %s. %s. Files applied earlier in this run stay "
                 "applied: %s. End the blocking session (SELECT pg_terminate_backend(<pid>)) or wait for it, then "
                 "re-run; or raise lock_retry_budget." % (m.file, line, state, earlier),
                 result=self.result,
@@ -686,7 +687,7 @@ class LockRetry(object):
                 blockers=[{"pid": r[0], "user": r[1], "application_name": r[2], "state": r[3],
                            "transaction_seconds": r[4], "query_start": str(r[5]), "query": r[6]} for r in blockers],
             )
-        self._emit("%s: lock wait timed out after pg_lock_timeout=%ss (attempt %d, %.1fs of lock_retry_budget=%ss "
+        self._emit("%s: lock wait timed out after pg_lock_timeout=%gs (attempt %d, %.1fs of lock_retry_budget=%gs "
                    "spent), blocked by %s; rolled back, retrying in %.1fs"
                    % (what, self.pg_lock_timeout, self.attempts, spent, self.budget, holder, delay))
         time.sleep(delay)
