@@ -245,3 +245,11 @@ def test_baseline_migration_passes_the_lint(db, mdir):
     base = Path(__file__).resolve().parent.parent / "db" / "migrations"
     res = run(db, base)
     assert res["applied"] and res["lint"]["allowed"] == [] and res["lint"]["statements"] >= 2
+
+
+def test_refusal_names_the_line_in_a_multibyte_file(db, mdir):
+    _table_with_rows(db)
+    write_files(mdir, {"0001_a.sql": "-- café: naïve ünïcode\nCOMMENT ON TABLE docs IS 'ŧext';\n\nCREATE INDEX d_b ON docs (body);\n"})
+    with pytest.raises(MigrationError) as ei:
+        run(db, mdir, check_mode=True)
+    assert ei.value.details["line"] == 4 and ei.value.details["rule"] == "create-index-non-concurrently"
