@@ -11,7 +11,19 @@ ADD COLUMN, CREATE INDEX, a few INSERTs, some vector(1536) columns; file 1 creat
   (d) engine direct      ``migrate.run()`` called in-process
   (c0)/(d0)              no-op re-runs of (c) and (d) on the migrated database
 
-Repetitions are interleaved; the table shows medians and the ratio to (b).
+Repetitions are interleaved; the table shows medians and the ratio to (b). The lint's own
+time inside (d) (parse every pending file with pglast, ask the catalog) is printed beside it,
+as a share of (d).
+
+Then (skip with --no-lock / --no-prisma):
+
+  lock   the app's query latency (p50, p99, max over every query of every rep) while a
+         migration (ALTER TABLE ... ADD COLUMN) is blocked by a reader holding a transaction
+         on the table for --reader seconds: a plain run (pg_lock_timeout 0) against a
+         lock-safe one (pg_lock_timeout --lock-timeout)
+  prisma a no-op ``prisma migrate deploy`` of the fixture project (tests/fixtures/prisma_app,
+         installed with npm ci into the work dir) against a no-op pg_migrate run, and the
+         same deploy without the fixture's exit-timer fix
 
 Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack;
 pg.host, pg.port, pg.user, pg.password_file, pg.bindir), else PGHOST / PGPORT /
@@ -217,8 +229,13 @@ def engine_params(info, db):
     return dict(host=info["host"], port=info["port"], user=info["user"], password=info["password"] or None, dbname=db)
 
 
+LINT_MS: list[float] = []
+
+
 def m_engine(info, db, files, work):
     res = migrate.run(engine_params(info, db), str(work / "migrations"))
+    if res["applied"]:
+        LINT_MS.append(res["lint"]["ms"] / 1000.0)
     return res
 
 
@@ -262,6 +279,161 @@ def m_ansible(info, db, files, work):
 METHODS = {"a": m_psql_per_file, "b": m_psql_concat, "c": m_ansible, "d": m_engine}
 
 
+# ------------------------------------------------------------- lock queue
+
+
+def _percentile(values: list[float], q: float) -> float:
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    k = min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))
+    return xs[k]
+
+
+def _one_lock_run(info, work, args, lock_safe: bool) -> tuple[list[float], float]:
+    import threading
+
+    db = create_db(info)
+    mig = work / "lock-migrations"
+    shutil.rmtree(mig, ignore_errors=True)
+    mig.mkdir()
+    (mig / "0001_col.sql").write_text("ALTER TABLE docs ADD COLUMN note text;\n")
+    params = engine_params(info, db)
+    try:
+        setup = psycopg2.connect(**params)
+        setup.autocommit = True
+        with setup.cursor() as cur:
+            cur.execute("CREATE TABLE docs (id int PRIMARY KEY, body text); "
+                        "INSERT INTO docs SELECT g, 'b' || g FROM generate_series(1, 1000) g")
+        setup.close()
+        started, stop = threading.Event(), threading.Event()
+        latencies: list[float] = []
+
+        def reader():
+            conn = psycopg2.connect(**params)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("BEGIN; SELECT count(*) FROM docs")
+                started.set()
+                time.sleep(args.reader)
+                cur.execute("COMMIT")
+            conn.close()
+
+        def app():
+            conn = psycopg2.connect(**params)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    cur.execute("SELECT body FROM docs WHERE id = 7")
+                    cur.fetchall()
+                    latencies.append(time.perf_counter() - t0)
+                    time.sleep(0.02)
+            conn.close()
+
+        rt = threading.Thread(target=reader)
+        rt.start()
+        started.wait(10)
+        at = threading.Thread(target=app)
+        at.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        migrate.run(params, str(mig), pg_lock_timeout=args.lock_timeout if lock_safe else 0, lock_retry_budget=120)
+        took = time.perf_counter() - t0
+        stop.set()
+        at.join()
+        rt.join()
+        return latencies, took
+    finally:
+        drop_db(info, db)
+
+
+def bench_lock(info, args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bench-lock-"))
+    out = {}
+    try:
+        runs = {"plain": ([], []), "lock-safe": ([], [])}
+        for _ in range(args.lock_reps):
+            for mode in runs:
+                lat, took = _one_lock_run(info, work, args, mode == "lock-safe")
+                runs[mode][0].extend(lat)
+                runs[mode][1].append(took)
+        print()
+        print("app query latency while a migration waits %.1fs for a reader (%d reps, every query of every rep):"
+              % (args.reader, args.lock_reps))
+        print("%-34s %8s %8s %8s %8s %10s" % ("mode", "queries", "p50 ms", "p99 ms", "max ms", "migration"))
+        for mode, (lat, took) in runs.items():
+            label = "plain (pg_lock_timeout 0)" if mode == "plain" else "lock-safe (pg_lock_timeout %.1fs)" % args.lock_timeout
+            row = {"queries": len(lat), "p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99), "max": max(lat),
+                   "migration_s": statistics.median(took)}
+            out[mode] = row
+            print("%-34s %8d %8.1f %8.1f %8.1f %9.2fs" % (label, row["queries"], 1000 * row["p50"], 1000 * row["p99"],
+                                                          1000 * row["max"], row["migration_s"]))
+        target = args.lock_timeout + 1.0
+        print("lock-safe max %.2fs: %s (target < pg_lock_timeout + 1 s = %.1fs)"
+              % (out["lock-safe"]["max"], "ok" if out["lock-safe"]["max"] < target else "MISSED", target))
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ Prisma
+
+
+def bench_prisma(info, work, args) -> dict:
+    if shutil.which("npm") is None:
+        print("\nprisma rows skipped: no npm")
+        return {}
+    project = work / "prisma_app"
+    shutil.copytree(REPO / "tests" / "fixtures" / "prisma_app", project, ignore=shutil.ignore_patterns("node_modules"))
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--cache", str(work / "npm-cache")], cwd=project,
+                   check=True, capture_output=True)
+    # the same project without the exit-timer fix of its prisma.config.ts
+    plain = work / "prisma_plain"
+    shutil.copytree(project, plain, symlinks=True, ignore=shutil.ignore_patterns("node_modules"))
+    (plain / "node_modules").symlink_to(project / "node_modules")
+    (plain / "prisma.config.ts").write_text(
+        'import { defineConfig } from "prisma/config";\nimport { PrismaPg } from "@prisma/adapter-pg";\n'
+        'export default defineConfig({ schema: "prisma/schema.prisma", experimental: { adapter: true }, engine: "js",\n'
+        '  async adapter() { return new PrismaPg({ connectionString: process.env.DATABASE_URL }); } });\n')
+    db = create_db(info)
+    try:
+        from urllib.parse import quote
+
+        env = dict(os.environ, DATABASE_URL="postgresql://%s:%s@%s:%s/%s?sslmode=disable" % (
+            quote(info["user"], safe=""), quote(info["password"] or "", safe=""), info["host"], info["port"], db))
+        deploy = [str(project / "node_modules" / ".bin" / "prisma"), "migrate", "deploy"]
+        subprocess.run(deploy, cwd=project, env=env, check=True, capture_output=True)
+        mig = work / "noop-migrations"
+        mig.mkdir(exist_ok=True)
+        (mig / "0001_t.sql").write_text("CREATE TABLE bench_noop (id int);\n")
+        migrate.run(engine_params(info, db), str(mig))
+        rows = {"prisma": [], "prisma_plain": [], "engine": [], "ansible": []}
+        for _ in range(max(args.reps, 3)):
+            t0 = time.perf_counter()
+            subprocess.run(deploy, cwd=project, env=env, check=True, capture_output=True)
+            rows["prisma"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            migrate.run(engine_params(info, db), str(mig))
+            rows["engine"].append(time.perf_counter() - t0)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(deploy, cwd=plain, env=env, check=True, capture_output=True)
+            rows["prisma_plain"].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in rows.items() if v}
+        print()
+        print("no-op migration runs (nothing pending), medians:")
+        print("%-44s %9s %10s" % ("runner", "seconds", "vs engine"))
+        for k, label in (("engine", "pg_migrate engine migrate.run()"),
+                         ("prisma", "prisma migrate deploy (fixture config)"),
+                         ("prisma_plain", "prisma migrate deploy (no exit-timer fix)")):
+            print("%-44s %9.3f %9.1fx" % (label, med[k], med[k] / med["engine"]))
+        print("(the ansible-playbook pg_migrate no-op is row (c) no-op re-run above)")
+        return med
+    finally:
+        drop_db(info, db)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1000)
@@ -269,6 +441,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each method first (caches warm)")
     ap.add_argument("--methods", default="abcd", help="subset of abcd (default all)")
     ap.add_argument("--json", help="also write the raw timings here")
+    ap.add_argument("--no-lock", action="store_true", help="skip the lock-queue latency rows")
+    ap.add_argument("--no-prisma", action="store_true", help="skip the Prisma rows")
+    ap.add_argument("--reader", type=float, default=4.0, help="seconds the blocking reader holds its transaction")
+    ap.add_argument("--lock-timeout", type=float, default=0.5, help="pg_lock_timeout of the lock-safe runs")
+    ap.add_argument("--lock-reps", type=int, default=3)
     args = ap.parse_args()
 
     info = connection_info()
@@ -328,9 +505,23 @@ def main() -> int:
                 ok &= passed
                 tgt = ("<= %.1fx (b)" % limit if kind == "ratio" else "< %.1fs" % limit) + (" ok" if passed else " MISSED")
             print("%-34s %9.3f %8.2fx  %s" % (LABELS[k], med[k], ratio, tgt))
+        lint_share = None
+        if LINT_MS and "d" in med:
+            lint_med = statistics.median(LINT_MS[-args.reps:])
+            lint_share = lint_med / med["d"]
+            passed = lint_share <= 0.10
+            ok &= passed
+            print("%-34s %9.3f %8.1f%%  <= 10%% of (d)%s" % ("(d) of which the lint", lint_med, 100 * lint_share,
+                                                            " ok" if passed else " MISSED"))
+        extra = {}
+        if not args.no_lock:
+            extra["lock"] = bench_lock(info, args)
+        if not args.no_prisma:
+            extra["prisma"] = bench_prisma(info, work, args)
         if args.json:
             Path(args.json).write_text(json.dumps({"files": args.files, "reps": args.reps, "times": times,
-                                                   "medians": med}, indent=2) + "\n")
+                                                   "medians": med, "lint_share": lint_share, **extra},
+                                                  indent=2, default=str) + "\n")
         print("all targets met" if ok else "some targets MISSED (see above)")
         # A benchmark reports; it does not gate. `make bench` runs every bench in turn.
         return 0

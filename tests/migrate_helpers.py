@@ -24,8 +24,8 @@ def sha256_file(path: Path) -> str:
 
 
 def run(dsn: str, path: Path, **kw):
-    """Run the engine against ``dsn`` (short lock timeout unless given)."""
-    kw.setdefault("lock_timeout", 10)
+    """Run the engine against ``dsn`` (short advisory lock wait unless given)."""
+    kw.setdefault("advisory_lock_timeout", 10)
     return migrate.run({"dsn": dsn}, str(path), **kw)
 
 

@@ -236,6 +236,12 @@ def test_concurrently_without_header_explains_fix(db, mdir):
     with pytest.raises(MigrationError) as ei:
         run(db, mdir)
     assert "migrate:no-transaction" in ei.value.msg and "0001_t.sql" in ei.value.msg
+    assert "concurrently-in-transaction" in ei.value.msg  # the lint refuses before anything runs
+    assert not table_exists(db, "items") and history(db) is None
+    # without the lint, the server refuses it, and the error says the same
+    with pytest.raises(MigrationError) as ei:
+        run(db, mdir, lint=False)
+    assert "migrate:no-transaction" in ei.value.msg and "0001_t.sql" in ei.value.msg
     assert not table_exists(db, "items") and history(db) == []
 
 
@@ -265,7 +271,7 @@ def test_failing_file_rolled_back_with_file_and_line(db, mdir):
     assert [r[0] for r in history(db)] == ["1", "2"]
     # lock released: a fixed file applies at once
     write_files(mdir, {"0003_bad.sql": "CREATE TABLE c (id int);\n"})
-    res = run(db, mdir, lock_timeout=1)
+    res = run(db, mdir, advisory_lock_timeout=1)
     assert [a["name"] for a in res["applied"]] == ["0003_bad.sql", "0004_d.sql"]
 
 
@@ -372,7 +378,7 @@ def test_two_runs_at_once_serialise(db, mdir):
 
     def worker():
         try:
-            results.append(run(db, mdir, lock_timeout=30))
+            results.append(run(db, mdir, advisory_lock_timeout=30))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -400,7 +406,7 @@ def test_lock_timeout_names_holder(db, mdir):
             cur.execute("SELECT pg_advisory_lock(%s)", (migrate.lock_key("public", "schema_migrations"),))
         t0 = time.monotonic()
         with pytest.raises(MigrationError) as ei:
-            run(db, mdir, lock_timeout=1)
+            run(db, mdir, advisory_lock_timeout=1)
         assert 0.9 < time.monotonic() - t0 < 5
         msg = ei.value.msg
         assert f"pid {pid}" in msg and "lock-holder-test" in msg and "since" in msg
@@ -408,7 +414,7 @@ def test_lock_timeout_names_holder(db, mdir):
         assert not table_exists(db, "a")
     finally:
         holder.close()
-    assert run(db, mdir, lock_timeout=5)["changed"]
+    assert run(db, mdir, advisory_lock_timeout=5)["changed"]
 
 
 def test_backend_killed_mid_file_then_rerun(db, mdir):
@@ -503,7 +509,7 @@ def test_ansible_module_end_to_end(scratch_db, local_stack, tmp_path, mdir):
         "login_password": p.get("password", ""),
         "login_db": p["dbname"],
         "path": str(mdir),
-        "lock_timeout": 30,
+        "advisory_lock_timeout": 30,
     }
     pb = _playbook(tmp_path, args)
     before = catalog_snapshot(db)

@@ -49,12 +49,13 @@ options:
         files with the same version, fail the task. Other files are ignored.
     type: path
     required: true
-  role:
+  session_role:
     description:
       - Role to C(SET ROLE) to right after connecting, typically the schema owner, so the
         objects created (and the history table) are owned by it and its default privileges apply.
       - O(login_user) must be a member of this role.
     type: str
+    aliases: [role]
   history_schema:
     description: Schema of the history table. Created if missing (only in a real run).
     type: str
@@ -63,12 +64,50 @@ options:
     description: Name of the history table. Created if missing (only in a real run).
     type: str
     default: schema_migrations
-  lock_timeout:
+  advisory_lock_timeout:
     description:
-      - Seconds to wait for the migration lock held by another run. On timeout the error
-        names the holding session (pid, application_name, since when).
+      - Seconds to wait for the advisory lock held by another pg_migrate run on the same history
+        table. On timeout the error names the holding session (pid, application_name, since when).
     type: int
     default: 60
+  pg_lock_timeout:
+    description:
+      - PostgreSQL's C(lock_timeout), in seconds, for every migration statement (C(SET LOCAL) in
+        each file's transaction; C(SET) around a C(-- migrate:no-transaction) file). It bounds how
+        long the app's queries can queue behind a migration waiting for a lock.
+      - A statement that times out (SQLSTATE 55P03) rolls its file back (in a no-transaction file,
+        only that statement) and the file is tried again with backoff, within O(lock_retry_budget);
+        each timeout names the blocking session. C(0) waits without limit (no retries).
+    type: float
+    default: 5
+  pg_statement_timeout:
+    description:
+      - PostgreSQL's C(statement_timeout), in seconds, for every migration statement. C(0) means no
+        limit. A statement that runs longer fails its file (no retry).
+    type: float
+    default: 0
+  lock_retry_budget:
+    description:
+      - Seconds a file may keep retrying after lock timeouts. Past it the run fails naming the blocking
+        session (pid, user, state, transaction age, query start, query); the file is not applied.
+    type: float
+    default: 300
+  lint:
+    description:
+      - Before any file runs (in check mode too), parse the pending files with PostgreSQL's parser (pglast)
+        and refuse statements that lock or rewrite a table that has rows, judged against the live catalog
+        (a table created earlier in the run, or empty, is no risk). The refusal names file, line, rule and
+        the safe form.
+      - A comment C(-- migrate:allow RULE reason) just above a statement (or at the end of its last line)
+        lets it through; the history table's C(lint_overrides) column records rule, line and reason.
+      - The rules are listed in the README of the migrations role.
+    type: bool
+    default: true
+  lock_timeout:
+    description:
+      - Removed. It used to mean O(advisory_lock_timeout); now that PostgreSQL's own lock_timeout is set too
+        (O(pg_lock_timeout)), the name would be ambiguous, so a task that still sets it fails naming both options.
+    type: int
   allow_out_of_order:
     description: Apply pending files whose version is lower than the highest applied version.
     type: bool
@@ -115,7 +154,7 @@ EXAMPLES = r"""
     login_user: migrator
     login_password: "{{ migrator_password }}"
     login_db: app
-    role: app_owner
+    session_role: app_owner
     path: /opt/app/migrations
 
 - name: Adopt an existing database, skipping the files that created its current schema
@@ -129,7 +168,14 @@ EXAMPLES = r"""
     login_db: app
     path: /opt/app/migrations
     target: "20260101120000"
-    lock_timeout: 300
+    advisory_lock_timeout: 300
+
+- name: Let the app queue at most 2 s behind a migration; retry for up to 10 minutes
+  ndis.dbops.pg_migrate:
+    login_db: app
+    path: /opt/app/migrations
+    pg_lock_timeout: 2
+    lock_retry_budget: 600
 """
 
 RETURN = r"""
@@ -207,15 +253,38 @@ problems:
   type: list
   elements: str
 holders:
-  description: Sessions holding the migration lock when O(lock_timeout) expired (pid, application_name, since).
+  description: Sessions holding the migration lock when O(advisory_lock_timeout) expired (pid, application_name, since).
   returned: when the lock wait timed out
   type: list
   elements: dict
+lock_waits:
+  description: One line per lock timeout of a migration statement (file, attempt, blocking session, next delay).
+  returned: always
+  type: list
+  elements: str
+blockers:
+  description:
+    - Sessions blocking the file when O(lock_retry_budget) ran out (pid, user, application_name, state,
+      transaction_seconds, query_start, query).
+  returned: when a file gave up on its locks
+  type: list
+  elements: dict
+lint:
+  description:
+    - What the lint saw (files, statements, ms), the statements let through by an annotation (C(allowed)
+      with file, line, rule, statement, table, reason) and, on a refusal, C(refused).
+  returned: always
+  type: dict
+rule:
+  description: The lint rule of the first refused statement.
+  returned: when the lint refused a statement
+  type: str
+  sample: create-index-non-concurrently
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ndis.dbops.plugins.module_utils import migrate, pg_connection
+from ansible_collections.ndis.dbops.plugins.module_utils import migrate, migrate_lint, pg_connection
 
 
 def main():
@@ -225,10 +294,15 @@ def main():
             login_db=dict(type="str", required=True, aliases=["db"]),
             **pg_connection.CONNECTION_ARGS,
             path=dict(type="path", required=True),
-            role=dict(type="str"),
+            session_role=dict(type="str", aliases=["role"]),
             history_schema=dict(type="str", default="public"),
             history_table=dict(type="str", default="schema_migrations"),
-            lock_timeout=dict(type="int", default=60),
+            advisory_lock_timeout=dict(type="int", default=60),
+            pg_lock_timeout=dict(type="float", default=migrate.DEFAULT_PG_LOCK_TIMEOUT),
+            pg_statement_timeout=dict(type="float", default=0),
+            lock_retry_budget=dict(type="float", default=migrate.DEFAULT_LOCK_RETRY_BUDGET),
+            lint=dict(type="bool", default=True),
+            lock_timeout=dict(type="int"),
             allow_out_of_order=dict(type="bool", default=False),
             missing=dict(type="str", default="fail", choices=["fail", "warn"]),
             baseline=dict(type="str"),
@@ -239,6 +313,8 @@ def main():
     )
     if not migrate.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(migrate.PSYCOPG2_IMPORT_ERROR))
+    if module.params["lint"] and not migrate_lint.HAS_PGLAST:
+        module.fail_json(msg=missing_required_lib("pglast (or set lint=false)"), exception=str(migrate_lint.PGLAST_IMPORT_ERROR))
 
     p = module.params
     conn_params = pg_connection.conn_params(p, p["login_db"])
@@ -246,9 +322,14 @@ def main():
         result = migrate.run(
             conn_params,
             p["path"],
-            role=p["role"],
+            session_role=p["session_role"],
             history_schema=p["history_schema"],
             history_table=p["history_table"],
+            advisory_lock_timeout=p["advisory_lock_timeout"],
+            pg_lock_timeout=p["pg_lock_timeout"],
+            pg_statement_timeout=p["pg_statement_timeout"],
+            lock_retry_budget=p["lock_retry_budget"],
+            lint=p["lint"],
             lock_timeout=p["lock_timeout"],
             allow_out_of_order=p["allow_out_of_order"],
             missing=p["missing"],

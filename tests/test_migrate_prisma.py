@@ -1,0 +1,155 @@
+"""The Prisma path of the migrations role (migrations_tool: prisma), for real.
+
+The fixture project tests/fixtures/prisma_app (Prisma 6.19.3 with @prisma/adapter-pg, the Wasm
+schema engine: no download) is installed with `npm ci` from its committed lock file into a
+temporary copy outside the repository, then run by the role through ansible-playbook against the
+embedded PostgreSQL, as the schema owner role.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from migrate_helpers import connect, dsn_params, query
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "prisma_app"
+
+pytestmark = pytest.mark.skipif(shutil.which("npm") is None, reason="needs node and npm")
+
+
+@pytest.fixture(scope="session")
+def prisma_project(tmp_path_factory):
+    project = tmp_path_factory.mktemp("prisma") / "app"
+    shutil.copytree(FIXTURE, project, ignore=shutil.ignore_patterns("node_modules"))
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--cache", str(project.parent / "npm-cache")],
+        cwd=project, check=True, capture_output=True, text=True, timeout=300,
+    )
+    return project
+
+
+@pytest.fixture
+def owned_db(scratch_db):
+    """The scratch database with a NOLOGIN owner role owning its public schema, as postgres_db sets it up."""
+    owner = scratch_db["name"] + "_owner"
+    conn = connect(scratch_db["dsn"])
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{owner}" NOLOGIN')
+        cur.execute(f'GRANT "{owner}" TO CURRENT_USER')
+        cur.execute(f'ALTER SCHEMA public OWNER TO "{owner}"')
+    try:
+        yield {**scratch_db, "owner": owner}
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP OWNED BY "{owner}" CASCADE')
+            cur.execute(f'DROP ROLE "{owner}"')
+        conn.close()
+
+
+def _play(tmp_path, db, project, tasks):
+    p = dsn_params(db["dsn"])
+    role_vars = {
+        "migrations_tool": "prisma",
+        "migrations_login_host": p["host"],
+        "migrations_login_port": int(p["port"]),
+        "migrations_login_user": p["user"],
+        "migrations_login_password": p["password"],
+        "migrations_database": db["name"],
+        "migrations_dir": str(project),
+        "migrations_ssl_mode": "disable",
+        "migrations_role": db["owner"],
+        "migrations_prisma_project_dir": str(project),
+        "migrations_no_log": True,
+    }
+    pb = tmp_path / "prisma.yml"
+    pb.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "vars": role_vars, "tasks": tasks}]))
+    return pb, p["password"]
+
+
+def _ansible(pb, *extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_ROLES_PATH=str(REPO / "roles"))
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(pb), "-i", "localhost,", "-c", "local",
+           "-e", f"ansible_python_interpreter={sys.executable}", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+ROLE = [{"name": "Migrate", "ansible.builtin.include_role": {"name": "migrations"}},
+        {"name": "Show", "ansible.builtin.debug": {"msg": "RESULT {{ migrations_result | to_json }}"}}]
+
+
+def _result(out):
+    line = next(x for x in out.splitlines() if '"msg": "RESULT ' in x)
+    return json.loads(json.loads("{" + line.strip() + "}")["msg"][len("RESULT "):])
+
+
+def _prisma_rows(dsn):
+    return query(dsn, "SELECT migration_name, finished_at IS NOT NULL, rolled_back_at IS NOT NULL "
+                      "FROM _prisma_migrations ORDER BY migration_name")
+
+
+def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_path):
+    db = owned_db["dsn"]
+    pb, password = _play(tmp_path, owned_db, prisma_project, ROLE)
+    outputs = []
+
+    rc, out = _ansible(pb, "--check")
+    outputs.append(out)
+    assert rc == 0, out
+    assert "20260101000000_init" in out and "20260102000000_note_title" in out
+    assert query(db, "SELECT to_regclass('_prisma_migrations')") == [(None,)]
+
+    rc, out = _ansible(pb, "-vvv")
+    outputs.append(out)
+    assert rc == 0, out
+    assert "changed=1" in out, out
+    res = _result(out)
+    assert res["changed"] and res["applied"] == ["20260101000000_init", "20260102000000_note_title"]
+    assert _prisma_rows(db) == [("20260101000000_init", True, False), ("20260102000000_note_title", True, False)]
+    owners = query(db, "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    assert owners == [("_prisma_migrations", owned_db["owner"]), ("notes", owned_db["owner"])]
+
+    rc, out = _ansible(pb)
+    assert rc == 0 and _result(out)["changed"] is False and "changed=0" in out, out
+
+    mig = prisma_project / "prisma" / "migrations" / "20260103000000_bad"
+    mig.mkdir()
+    (mig / "migration.sql").write_text('CREATE TABLE "half" (id int);\nSELECT 1/0;\n')
+    try:
+        rc, out = _ansible(pb)
+        outputs.append(out)
+        assert rc == 2, out
+        assert "prisma migrate deploy failed" in out and "division by zero" in out, out
+        # The next run refuses with the way out; verify's "Migrations applied" reads _prisma_migrations
+        # (its own two tasks, run as verify runs them, in the same play to save a run).
+        verify = yaml.safe_load((REPO / "playbooks" / "verify.yml").read_text())
+        find, task = [{k: v for k, v in t.items() if k != "when"} for t in verify[0]["tasks"]
+                      if t["name"] in ("Find the Prisma migrations on disk", "List Prisma migrations not yet applied, or failed")]
+        p = dsn_params(db)
+        task["community.postgresql.postgresql_query"].update(login_host=p["host"], login_port=int(p["port"]))
+        vpb, _pw = _play(tmp_path, owned_db, prisma_project, [
+            {"block": [{"name": "Migrate", "ansible.builtin.include_role": {"name": "migrations"}}],
+             "rescue": [{"ansible.builtin.debug": {"msg": "REFUSED {{ ansible_failed_result.msg }}"}}]},
+            {"ansible.builtin.set_fact": {"postgres_db_login_user": p["user"], "__verify_admin_password": password,
+                                          "app_db_name": owned_db["name"]}, "no_log": True},
+            find, task, {"ansible.builtin.debug": {"msg": "RESULT {{ __verify_prisma.query_result[0] | to_json }}"}}])
+        rc, out = _ansible(vpb)
+        outputs.append(out)
+        assert rc == 0, out
+        assert "REFUSED" in out and "P3009" in out, out
+        assert "npx prisma migrate resolve --rolled-back 20260103000000_bad" in out, out
+        assert _result(out) == {"pending": ["20260103000000_bad"], "failed": ["20260103000000_bad"]}
+    finally:
+        shutil.rmtree(mig)
+    for out in outputs:
+        assert password not in out
