@@ -375,3 +375,67 @@ def begin_snapshot(cur):
 
 def end_snapshot(cur):
     cur.execute("ROLLBACK")
+
+
+# ---------------------------------------------------------------- every vector index of a database (restore test)
+
+
+def database_indexes(cur):
+    """Every valid hnsw / ivfflat index of the database as a measurable declaration (expression halfvec ones too),
+    or with ``unsupported`` naming why it cannot be measured (an operator class without a numpy metric)."""
+    cur.execute(
+        "SELECT n.nspname, t.relname, i.relname, am.amname, a.attname, opc.opcname, pg_get_indexdef(i.oid, 1, true)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+        " JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_am am ON am.oid = i.relam"
+        " JOIN pg_opclass opc ON opc.oid = x.indclass[0]"
+        " LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]"
+        " WHERE am.amname IN ('hnsw', 'ivfflat') AND x.indisvalid ORDER BY 1, 2, 3")
+    out = []
+    for schema, table, name, method, column, opclass, key in cur.fetchall():
+        entry = {"schema": schema, "table": table, "name": name, "method": method, "opclass": opclass}
+        expression = column is None
+        if expression:
+            m = vi.HALFVEC_EXPR.match(key or "")
+            if not m:
+                out.append(dict(entry, column=key, unsupported="expression %s is not a halfvec cast of a column" % key))
+                continue
+            column = m.group(1)
+        metric = vi.OPCLASS_METRIC.get(opclass.replace("halfvec_", "vector_", 1))
+        if metric is None:
+            out.append(dict(entry, column=column, unsupported="operator class %s is not measured (cosine, l2 and inner "
+                                                               "product are)" % opclass))
+            continue
+        d = vi.normalize({"schema": schema, "table": table, "column": column, "name": name, "metric": metric,
+                          "method": method, "type": "halfvec" if expression else "auto"})
+        d["resolved_method"] = method
+        vi.table_state(cur, d)
+        d["name"] = name
+        out.append(dict(entry, column=column, decl=d))
+    return out
+
+
+def check_indexes(cur, samples=10, k=10, min_recall=0.8, settings=None):
+    """Held-out recall@k through every vector index of the database, inside the caller's transaction.
+
+    ``settings`` default to a wide search (hnsw.ef_search 100, ivfflat.probes 10): this checks that an index
+    works (a restored one, say), not the application's recall/latency trade-off.  Returns (notes, problems).
+    """
+    settings = settings or {"hnsw.ef_search": 100, "ivfflat.probes": 10}
+    notes, problems = [], []
+    for ix in database_indexes(cur):
+        label = "%s.%s (%s, %s)" % (ix["schema"], ix["name"], ix["method"], ix["opclass"])
+        if ix.get("unsupported"):
+            notes.append("%s: not measured: %s" % (label, ix["unsupported"]))
+            continue
+        d = ix["decl"]
+        rows = vi._one(cur, vi.pgsql.SQL("SELECT count(*) FROM {}").format(vi.pgsql.Identifier(d["schema"], d["table"])))
+        if rows <= k:
+            notes.append("%s: %d rows, too few to measure recall@%d: check skipped" % (label, rows, k))
+            continue
+        sample = Sample(cur, d, rows, k, samples, samples)
+        st = sample.measure(settings)
+        full = int(round((st["full_k_share"] or 0) * st["queries"]))
+        line = "%s: recall@%d %.3f (95%% lower bound %.3f) on %d held-out queries, %d/%d got %d rows" % (
+            label, k, st["recall"], st["lower"], st["queries"], full, st["queries"], k)
+        (notes if st["recall"] >= min_recall else problems).append(line)
+    return notes, problems

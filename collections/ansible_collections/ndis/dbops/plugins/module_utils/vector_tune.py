@@ -392,6 +392,8 @@ def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=80
     try:
         cur = conn.cursor()
         cur.execute("SET default_transaction_read_only = on")
+        version = vext.extension_info(cur)["installed"]
+        version_warnings = vext.assess(version)["warnings"] if version else []
         found = []
         for decl in indexes:
             d = vi.normalize(decl)
@@ -477,7 +479,8 @@ def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=80
         if c["status"] == "fail" and c.get("fix") and "fix:" not in c["detail"]:
             c["detail"] += "; likely cause: %s; fix: %s" % (c.get("cause", "unknown"), c["fix"])
     ok = all(c["status"] != "fail" for c in checks)
-    return {"ok": ok, "checks": checks, "summary": "; ".join(c["detail"] for c in checks) or "no vector indexes declared"}
+    return {"ok": ok, "checks": checks, "version_warnings": version_warnings,
+            "summary": "; ".join(c["detail"] for c in checks) or "no vector indexes declared"}
 
 
 def _low_recall_cause(idx, rows, guc, value):

@@ -108,6 +108,11 @@ checks:
   returned: always
   type: list
   elements: dict
+version_warnings:
+  description: Known defects of the installed pgvector (the version floor table) with the fix; each is also a warning.
+  returned: always
+  type: list
+  elements: str
 queries:
   description: Always empty - the check runs no statement that changes anything.
   returned: always
@@ -149,6 +154,8 @@ def main():
     except vi.VectorIndexError as e:
         module.fail_json(msg=e.msg, ok=False, checks=[], queries=[], **e.details)
     result["queries"] = []
+    for w in result["version_warnings"]:
+        module.warn(w)
     if p["fail_below"] and not result["ok"]:
         failed = [c for c in result["checks"] if c["status"] == "fail"]
         module.fail_json(msg="recall below %.2f: %s" % (p["threshold"], "; ".join(
