@@ -268,6 +268,33 @@ def tuning_scaling(info: dict, rows: int, dims: int) -> dict:
         admin.close()
 
 
+def filtered(info: dict, rows: int, share: float) -> list[dict]:
+    """Filtered recall (``WHERE src = 'rare'``, ``share`` of the rows) with each iterative-scan mode, at the tuned
+    ef_search: the recall check's filtered measurement (200 held-out queries, the planner's own plan)."""
+    name, dsn, admin = scratch(info, "bench_vec_filter")
+    try:
+        model = Model("power_law", rows, 1536, seed=41)
+        load_table(dsn, model.draw(rows, seed=5))
+        execute = psycopg2.connect(dsn)
+        execute.autocommit = True
+        every = int(round(1 / share))
+        execute.cursor().execute("ALTER TABLE items ADD COLUMN src text NOT NULL DEFAULT 'common'")
+        execute.cursor().execute("UPDATE items SET src = 'rare' WHERE id %% %d = 0" % every)
+        execute.cursor().execute("VACUUM ANALYZE items")
+        execute.close()
+        decl = {"table": "items", "column": "v", "metric": "cosine", "method": "auto", "filter": "src = 'rare'"}
+        build(dsn, decl)
+        out = []
+        for mode in vt.ITERATIVE_SCAN:
+            r = vt.tune({"dsn": dsn}, [decl], recall_target=TARGET, k=K, scope="database", iterative_scan=mode)
+            f = r["indexes"][0]["filtered"]
+            out.append({"mode": mode, "ef": r["indexes"][0]["value"], **f})
+        return out
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 # ------------------------------------------------------------------ no-op site.yml
 
 
@@ -353,11 +380,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="4000 rows, 100 queries, no scaling run")
     ap.add_argument("--dataset", choices=DATASETS, action="append")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-filtered", action="store_true")
+    ap.add_argument("--filter-share", type=float, default=0.1)
     ap.add_argument("--site", action="store_true", help="also time no-op site.yml runs vs rows (local environment)")
     ap.add_argument("--site-rows", type=int, default=30000)
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.queries, args.no_scaling = 4000, 100, True
+        args.rows, args.queries, args.no_scaling, args.no_filtered = 4000, 100, True, True
     info = connection_info()
     print(f"pgvector tuner bench: {args.rows} rows x 1536 dims, {args.queries} fresh queries, recall@{K}, cosine, "
           f"target {TARGET}; stack {info['source']}", flush=True)
@@ -380,6 +409,12 @@ def main() -> int:
           "than exact: %s" % (ok(all(r["held_out"] >= 0.95 for r in results)),
                               ok(all(abs(r["est"] - r["held_out"]) <= 0.03 for r in results)),
                               ok(all(r["exact_ms"] / r["index_ms"] >= 10 for r in results))))
+    if not args.no_filtered:
+        print(f"\nfiltered search, {args.filter_share:.0%} of {args.rows} rows match (power_law): iterative scan modes", flush=True)
+        print(f"{'iterative_scan':<15} {'ef':>4} {'recall':>7} {'lower':>6} {'got k rows':>10} {'median ms':>9} {'index used':>10}")
+        for f in filtered(info, args.rows, args.filter_share):
+            print(f"{f['mode']:<15} {f['ef']:>4} {f['recall']:>7.3f} {f['lower']:>6.3f} {f['full_k_share']:>10.0%} "
+                  f"{f['median_ms']:>9.2f} {str(f['index_used']):>10}", flush=True)
     if not args.no_scaling:
         print(f"\n{'tuning vs rows':<15} {'dims':>5} {'build s':>8} {'tune s':>7} {'truth s':>7} {'ef':>4} {'est':>6} "
               f"{'lower':>6} {'n':>4} {'re-run s':>8}", flush=True)

@@ -103,7 +103,7 @@ summary:
   sample: "embeddings_embedding_hnsw_cosine: recall@10 0.962 (95% lower bound 0.951) at hnsw.ef_search=100, 400 queries held out, ..."
 checks:
   description: Per index - name, table, rows, status (pass, fail, skipped), recall (estimate), lower and upper
-    (95% bounds), queries, source (stored or measured), median_ms, exact_median_ms, setting, filtered (for a filter:
+    (95% bounds), queries, source (stored or measured), median_ms, exact_median_ms, setting, filtered (with a filter -
     recall, lower, full_k_share, index_used), app_query, detail, and for a failure cause and fix.
   returned: always
   type: list

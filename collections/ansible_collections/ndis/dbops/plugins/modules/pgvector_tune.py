@@ -81,7 +81,7 @@ options:
   iterative_scan:
     description: Iterative index scans for filtered queries (pgvector 0.8.0 or later). Omitted, not managed.
     type: str
-    choices: [off, strict_order, relaxed_order]
+    choices: ["off", strict_order, relaxed_order]
   max_scan_tuples:
     description: C(hnsw.max_scan_tuples), the most tuples an iterative HNSW scan visits (pgvector default 20000).
     type: int
