@@ -7,7 +7,10 @@ subspace, as text embeddings do, plus a little isotropic noise):
   small_clusters  many small clusters (rows / 10 of them, ~10 rows each)
   power_law       400 clusters whose sizes follow a power law (Zipf, s = 1.1), spreads mixed
                   (log-normal per cluster, 0.15 to 1.0)
-  noisy           32 clusters plus 20% background noise (isotropic, no cluster)
+  noisy           32 clusters plus 20% background noise: points in no cluster, spread over a shared
+                  48-dim subspace (embeddings of unrelated text still share structure)
+  isotropic       32 clusters plus 20% isotropic noise in all 1536 dims (distances concentrate: the
+                  worst case, not a model of text; only with --dataset isotropic)
 
 The queries are drawn from the same distribution and are never rows of the table (generated
 after the rows, from the same model). Per dataset, side by side:
@@ -63,6 +66,7 @@ from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as v
 K = 10
 TARGET = 0.95
 DATASETS = ("small_clusters", "power_law", "noisy")
+ALL_DATASETS = DATASETS + ("isotropic",)
 
 
 def connection_info() -> dict:
@@ -94,7 +98,7 @@ class Model:
             self.weights = w / w.sum()
             self.spread = np.clip(rng.lognormal(np.log(0.4), 0.5, clusters), 0.15, 1.0)
             self.noise_share = 0.0
-        elif kind == "noisy":
+        elif kind in ("noisy", "isotropic"):
             clusters = 32
             self.weights = np.full(clusters, 1.0 / clusters)
             self.spread = np.full(clusters, 0.5)
@@ -104,6 +108,7 @@ class Model:
         self.centers = rng.normal(0, 1, (clusters, dims)).astype(np.float32)
         nb = min(clusters, 64)  # bases are shared round-robin: memory stays small with thousands of clusters
         self.basis = (rng.normal(0, 1, (nb, self.intrinsic, dims)) / np.sqrt(self.intrinsic)).astype(np.float32)
+        self.noise_basis = None if kind == "isotropic" else (rng.normal(0, 1, (48, dims)) / np.sqrt(48)).astype(np.float32)
 
     def draw(self, n: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -118,8 +123,13 @@ class Model:
             block = self.centers[lab] + self.spread[lab, None] * local
             block += 0.05 * rng.normal(0, 1, (len(lab), self.dims)).astype(np.float32)
             bg = noise[sl]
-            if bg.any():  # background: no cluster, the norm of a clustered point
-                g = rng.normal(0, 1, (int(bg.sum()), self.dims)).astype(np.float32)
+            if bg.any():  # background: no cluster, about the norm of a clustered point
+                nbg = int(bg.sum())
+                if self.noise_basis is None:
+                    g = rng.normal(0, 1, (nbg, self.dims)).astype(np.float32)
+                else:
+                    g = rng.normal(0, 1, (nbg, 48)).astype(np.float32) @ self.noise_basis
+                    g += 0.05 * rng.normal(0, 1, (nbg, self.dims)).astype(np.float32)
                 block[bg] = g * (np.linalg.norm(block[~bg], axis=1).mean() if (~bg).any() else 40.0) / np.sqrt(self.dims)
             out[sl] = block
         return out
@@ -407,7 +417,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="4000 rows, 100 queries, no scaling or filtered run")
-    ap.add_argument("--dataset", choices=DATASETS, action="append")
+    ap.add_argument("--dataset", choices=ALL_DATASETS, action="append")
     ap.add_argument("--no-datasets", action="store_true", help="skip the per-distribution table")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-filtered", action="store_true")
