@@ -1,36 +1,40 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ndis.dbops
 # Apache-2.0 (the collection licence, see galaxy.yml)
-"""pgvector indexes, query-time defaults and recall checks: the engine behind
-``ndis.dbops.pgvector_index``, ``ndis.dbops.pgvector_tune`` and ``ndis.dbops.pgvector_recall_info``.
+"""pgvector index declarations, the catalog, and index plan + build: the engine behind
+``ndis.dbops.pgvector_index``.  Its neighbours, one job each: ``vector_extension.py`` (the
+version floor), ``vector_recall.py`` (recall measurement, shared by tuning, the recall check
+and the restore test), ``vector_tune.py`` (tuning and the recall check).
 
 Plain Python + psycopg2, importable without Ansible (tests and bench/bench_vector.py use it)::
 
     from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
     vi.ensure_indexes({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}])
-    vi.tune({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}], recall_target=0.95)
-    vi.recall_check({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}])
 
 Design:
 
 * An index declaration is table, column, metric (cosine | l2 | inner_product), method
-  (hnsw | ivfflat | auto) and optional m / ef_construction / lists.  ``auto`` is HNSW
-  (m=16, ef_construction=64): it needs no training and is right on an empty table.
-  IVFFlat learns its lists from the rows present at build time, so it is only built on a
-  table holding at least ``ivfflat_min_rows`` rows (otherwise deferred, and said so), with
-  lists = rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10.
-* Indexes are found by name (default ``<table>_<column>_<method>_<metric>``, the name the
-  baseline migration uses).  INVALID (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt;
+  (hnsw | ivfflat | auto), type (auto | vector | halfvec), an optional filter (the SQL
+  predicate the application's searches use; measured by vector_tune) and optional m /
+  ef_construction / lists.  ``auto`` is HNSW (m=16, ef_construction=64): it needs no training
+  and is right on an empty table.  IVFFlat learns its lists from the rows present at build
+  time, so it is only built on a table holding at least ``ivfflat_min_rows`` rows (otherwise
+  deferred, and said so), with lists = rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10.
+* Storage: a ``vector`` column of more than 2000 dimensions (or ``type: halfvec``) is indexed
+  as the expression ``(column::halfvec(N))`` with the halfvec_* operator class; a ``halfvec``
+  column as it is.  ``search_expr`` / ``app_query`` give the expression the application must
+  order by for the planner to use the index.
+* Indexes are found by name (default ``<table>_<column>[_halfvec]_<method>_<metric>``, the name
+  the baseline migration uses).  INVALID (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt;
   a definition that differs from the declaration is reported and rebuilt only with
   ``allow_rebuild`` (built under a temporary name, then swapped, so searches keep an index).
 * Builds run ``CREATE INDEX CONCURRENTLY`` over an autocommit connection whose
   ``application_name`` is ``pgvector_index`` (the role watches pg_stat_progress_create_index
-  for it), with maintenance_work_mem sized to the build, max_parallel_maintenance_workers and
-  a statement_timeout.  A failed build drops the INVALID index it leaves behind.
-* What the engine knows about an index it built or tuned (rows at build, rows at tuning, the
-  chosen ef_search / probes) is kept in the index's COMMENT as ``ndis.dbops.pgvector {json}``.
-* Recall is measured on a sample of stored vectors used as queries: the index's top-k (index
-  forced, the stored vector itself excluded) against the exact top-k (index scans disabled).
+  for it), with maintenance_work_mem sized to the build, max_parallel_maintenance_workers (0
+  on versions the version floor marks unsafe for parallel builds) and a statement_timeout.
+  A failed build drops the INVALID index it leaves behind.
+* What the engine knows about an index (rows at build; the tuner's measurement state) is kept
+  in the index's COMMENT as ``ndis.dbops.pgvector {json}``; a build replaces it.
 """
 
 from __future__ import absolute_import, division, print_function
