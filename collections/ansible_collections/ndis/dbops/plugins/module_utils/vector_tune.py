@@ -32,7 +32,8 @@ from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
 
-EF_SEARCH_STEPS = (40, 50, 64, 80, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000)
+# ~1.6x apart: finer steps buy little latency and make the decision between neighbours unclear (more queries)
+EF_SEARCH_STEPS = (40, 64, 100, 160, 250, 400, 640, 1000)
 ITERATIVE_SCAN = ("off", "strict_order", "relaxed_order")
 FILTERED_QUERIES = 200
 
@@ -192,25 +193,35 @@ def measure_filtered(sample_args, d, settings, k):
 def choose(sample, guc, values, target, settings):
     """Smallest value whose lower bound reaches ``target``, growing the sample while that is unclear.
 
-    Returns (value or None, {value: stats}, rounds).
+    Recall grows with ef_search / probes, so each round is a binary search over ``values`` (values already known to
+    be below the target, their upper bound under it, are not searched again).  The decision is unclear when the
+    value just below the chosen one still has an upper bound at or above the target (or, with none chosen, the
+    largest one does): then the sample doubles, up to its cap.  Returns (value or None, {value: stats}, rounds).
     """
-    below, rounds = set(), 0
+    floor, rounds = 0, 0
     while True:
         rounds += 1
-        chosen, stats = None, {}
-        for v in values:
-            if v in below:
-                continue
-            st = sample.measure(dict(settings, **{guc: v}))
-            stats[v] = st
-            if st["lower"] >= target:
-                chosen = v
-                break
-            if st["upper"] < target:
-                below.add(v)
-        unclear = [v for v, st in stats.items() if v != chosen and st["upper"] >= target > st["lower"]]
+        stats = {}
+
+        def at(i, stats=stats):
+            if values[i] not in stats:
+                stats[values[i]] = sample.measure(dict(settings, **{guc: values[i]}))
+            return stats[values[i]]
+
+        lo, hi, chosen = floor, len(values) - 1, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if at(mid)["lower"] >= target:
+                chosen, hi = mid, mid - 1
+            else:
+                lo = mid + 1
+        probe = (chosen - 1) if chosen is not None else len(values) - 1
+        unclear = probe >= floor and at(probe)["upper"] >= target and (chosen is not None or at(probe)["lower"] < target)
+        for i in range(floor, len(values)):  # clearly below: skipped in later rounds
+            if values[i] in stats and stats[values[i]]["upper"] < target:
+                floor = i + 1
         if not unclear or sample.n >= sample.cap:
-            return chosen, stats, rounds
+            return (values[chosen] if chosen is not None else None), stats, rounds
         sample.grow(sample.n * 2)
 
 
