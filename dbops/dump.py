@@ -21,8 +21,8 @@ row counts are taken in the very snapshot pg_dump dumps (``pg_export_snapshot`` 
 ``restore-test`` fetches the newest manifest (or ``--key``), downloads its dump to a 0600
 temporary file while hashing it, compares size and sha256 with the manifest, creates a
 scratch database, creates the vector extension first, runs ``pg_restore``, compares every
-table's row count with the manifest, runs a nearest-neighbour self-query through every
-vector index (each sampled row must come back among its own nearest neighbours), drops the
+table's row count with the manifest, measures held-out recall@10 through every vector index
+(halfvec expression indexes too; the collection's shared recall measurement), drops the
 scratch database (always) and prints PASS or FAIL with what differed.
 
 Connection: libpq's environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE, PGPASSWORD
@@ -64,16 +64,9 @@ MANIFEST_SUFFIX = ".manifest.json"
 DUMP_SUFFIX = ".dump"
 MANIFEST_VERSION = 1
 CHUNK = 8 * 1024 * 1024
-# pgvector operator class -> distance operator, for the nearest-neighbour check
-DISTANCE_OPS = {
-    "vector_l2_ops": "<->", "vector_ip_ops": "<#>", "vector_cosine_ops": "<=>", "vector_l1_ops": "<+>",
-    "halfvec_l2_ops": "<->", "halfvec_ip_ops": "<#>", "halfvec_cosine_ops": "<=>", "halfvec_l1_ops": "<+>",
-    "bit_hamming_ops": "<~>", "bit_jaccard_ops": "<%>",
-    "sparsevec_l2_ops": "<->", "sparsevec_ip_ops": "<#>", "sparsevec_cosine_ops": "<=>", "sparsevec_l1_ops": "<+>",
-}
 NN_SAMPLES = 10
 NN_K = 10
-NN_MIN_RECALL = 0.8  # share of sampled rows that must find themselves (HNSW/IVFFlat are approximate)
+NN_MIN_RECALL = 0.8  # recall@K a restored index must reach at a wide search (HNSW/IVFFlat are approximate)
 
 
 class DumpError(Exception):
@@ -387,38 +380,22 @@ def download_verified(s3, bucket: str, manifest: dict[str, Any], path: Path) -> 
     return problems
 
 
-def nearest_neighbour_checks(cur, indexes: list[dict[str, str]]) -> tuple[list[str], list[str]]:
-    """Self-query through each vector index: a stored vector must find its own row among the
-    K nearest. Returns (notes, problems)."""
-    notes, problems = [], []
-    for ix in indexes:
-        table = f"{quote_ident(ix['schema'])}.{quote_ident(ix['table'])}"
-        col = quote_ident(ix["column"])
-        op = DISTANCE_OPS.get(ix["opclass"], "<->")
-        name = f"{ix['schema']}.{ix['index']} ({ix['method']}, {op})"
-        cur.execute(f"SELECT ctid::text, {col}::text FROM {table} WHERE {col} IS NOT NULL "
-                    f"ORDER BY ctid LIMIT {NN_SAMPLES}")
-        samples = cur.fetchall()
-        if not samples:
-            notes.append(f"{name}: table empty, nearest-neighbour check skipped")
-            continue
-        found = 0
-        # Force the index, and search wider than the defaults: this checks the restored index
-        # works, not the app's recall/latency trade-off.
-        cur.execute("SET LOCAL enable_seqscan = off")
-        cur.execute("SET LOCAL hnsw.ef_search = 100")
-        cur.execute("SET LOCAL ivfflat.probes = 10")
-        for ctid, vec in samples:
-            cur.execute(f"SELECT ctid::text FROM {table} ORDER BY {col} {op} %s::{vec_type(ix['opclass'])} "
-                        f"LIMIT {NN_K}", (vec,))
-            found += ctid in {r[0] for r in cur.fetchall()}
-        line = f"{name}: {found}/{len(samples)} sampled rows found among their {NN_K} nearest neighbours"
-        (notes if found >= NN_MIN_RECALL * len(samples) else problems).append(line)
-    return notes, problems
+def nearest_neighbour_checks(cur, indexes: list[dict[str, str]] | None = None) -> tuple[list[str], list[str]]:
+    """Held-out recall@K through every vector index of the restored database (the collection's shared recall
+    measurement, module_utils/vector_recall.py): NN_SAMPLES stored rows as queries, each excluded from its own
+    answers, the exact answers from one pass over the table. Returns (notes, problems).
+    ``indexes`` is unused (kept for callers): the measurement reads the catalog itself, expression indexes included."""
+    return recall_module().check_indexes(cur, samples=NN_SAMPLES, k=NN_K, min_recall=NN_MIN_RECALL)
 
 
-def vec_type(opclass: str) -> str:
-    return opclass.split("_", 1)[0] if opclass.split("_", 1)[0] in ("halfvec", "sparsevec", "bit") else "vector"
+def recall_module():
+    """module_utils/vector_recall.py of the in-repo collection."""
+    here = str(Path(__file__).resolve().parent.parent / "collections")
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall
+
+    return vector_recall
 
 
 def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | None = None,
@@ -483,7 +460,7 @@ def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | N
                             report["checks"].append(f"rows: {len(counts)} tables, counts identical to the manifest "
                                                     f"({sum(counts.values())} rows)")
                         report["tables"] = counts
-                        notes, nn_problems = nearest_neighbour_checks(cur, vector_indexes(cur))
+                        notes, nn_problems = nearest_neighbour_checks(cur)
                         report["checks"] += ["nearest neighbours: " + n for n in notes]
                         report["problems"] += ["nearest neighbours: " + p for p in nn_problems]
                         if not notes and not nn_problems:

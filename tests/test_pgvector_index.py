@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 from ansible_collections.ndis.dbops.plugins.module_utils.vector_index import VectorIndexError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,28 +176,28 @@ def test_missing_table_is_deferred_not_failed(db):
 
 def test_recall_check_fails_on_ivfflat_built_empty_and_passes_on_hnsw(db):
     execute(db["dsn"], "CREATE INDEX items_v_ivfflat_cosine ON items USING ivfflat (v vector_cosine_ops) WITH (lists = 100)")
-    empty = vi.recall_check(db["conn"], [dict(DECL, method="ivfflat")], min_rows=1000)
+    empty = vt.recall_check(db["conn"], [dict(DECL, method="ivfflat")], min_rows=1000)
     assert empty["ok"] and empty["checks"][0]["detail"] == "skipped: fewer than 1000 rows (0)"
     load(db["dsn"], 2000, clusters=500)  # many small clusters: the untrained lists split them badly
-    bad = vi.recall_check(db["conn"], [dict(DECL, method="ivfflat")], sample_size=30)
+    bad = vt.recall_check(db["conn"], [dict(DECL, method="ivfflat")], sample_size=30)
     check = bad["checks"][0]
     assert not bad["ok"] and check["status"] == "fail" and check["recall"] < 0.9, check["detail"]
     assert "built before the data" in check["cause"] and "rebuild" in check["fix"]
     execute(db["dsn"], "DROP INDEX items_v_ivfflat_cosine")
     vi.ensure_indexes(db["conn"], [dict(DECL)])
-    good = vi.recall_check(db["conn"], [dict(DECL)], sample_size=30)
+    good = vt.recall_check(db["conn"], [dict(DECL)], sample_size=30)
     assert good["ok"] and good["checks"][0]["status"] == "pass" and good["checks"][0]["recall"] >= 0.9, good
 
 
 def test_tuning_skips_small_tables_then_sets_and_keeps_ef_search(db):
     vi.ensure_indexes(db["conn"], [dict(DECL)])
-    small = vi.tune(db["conn"], [dict(DECL)], min_rows=1000)
+    small = vt.tune(db["conn"], [dict(DECL)], min_rows=1000)
     assert not small["changed"] and "fewer than 1000 rows (0)" in small["skipped"][0]
     load(db["dsn"], 1500)
-    check = vi.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30, check_mode=True)
+    check = vt.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30, check_mode=True)
     assert check["changed"] and check["queries"][0].startswith('ALTER DATABASE "%s" SET hnsw.ef_search = ' % db["name"])
-    assert vi.current_setting_at(psycopg2.connect(db["dsn"]).cursor(), "database", "hnsw.ef_search") is None
-    r = vi.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30)
+    assert vt.current_setting_at(psycopg2.connect(db["dsn"]).cursor(), "database", "hnsw.ef_search") is None
+    r = vt.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30)
     entry = r["indexes"][0]
     assert r["changed"] and entry["status"] == "measured" and entry["recall"] >= 0.95, entry
     assert r["settings"] == {"hnsw.ef_search": entry["value"]}
@@ -207,7 +208,7 @@ def test_tuning_skips_small_tables_then_sets_and_keeps_ef_search(db):
         assert cur.fetchone()[0] == str(entry["value"])
     conn.close()
     for check_mode in (True, False):
-        again = vi.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30, check_mode=check_mode)
+        again = vt.tune(db["conn"], [dict(DECL)], recall_target=0.95, sample_size=30, check_mode=check_mode)
         assert not again["changed"] and again["indexes"][0]["status"] == "kept"
 
 
@@ -217,9 +218,9 @@ def test_tuning_at_role_level(db):
     try:
         vi.ensure_indexes(db["conn"], [dict(DECL)])
         load(db["dsn"], 1200)
-        r = vi.tune(db["conn"], [dict(DECL)], scope="role", role=role, sample_size=20, recall_target=0.99)
+        r = vt.tune(db["conn"], [dict(DECL)], scope="role", role=role, sample_size=20, recall_target=0.99)
         assert r["changed"] and r["queries"][0].startswith('ALTER ROLE "%s" IN DATABASE' % role)
-        assert not vi.tune(db["conn"], [dict(DECL)], scope="role", role=role, sample_size=20, recall_target=0.99)["changed"]
+        assert not vt.tune(db["conn"], [dict(DECL)], scope="role", role=role, sample_size=20, recall_target=0.99)["changed"]
     finally:
         execute(db["dsn"], "DROP OWNED BY %s" % role, "DROP ROLE %s" % role)
 

@@ -64,4 +64,18 @@ options:
           - IVFFlat lists. Default rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10,
             computed at build time; a computed value is not drift, a stale one is.
         type: int
+      type:
+        description:
+          - C(halfvec) indexes a C(vector) column as the expression C(column::halfvec(N)) (half the size; up to 4000
+            dimensions). C(auto) does so when the column has more than 2000 dimensions. A C(halfvec) column is
+            indexed as it is.
+          - The application must search the same expression - C(ORDER BY embedding::halfvec(3072) <=> $1::halfvec(3072)).
+        type: str
+        default: auto
+        choices: [auto, vector, halfvec]
+      filter:
+        description:
+          - An SQL predicate the application's searches use (for example C(source = 'docs')). Tuning and the
+            recall check also measure filtered recall through it and how many queries got k rows.
+        type: str
 """

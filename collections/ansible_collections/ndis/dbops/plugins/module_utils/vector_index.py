@@ -1,36 +1,40 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ndis.dbops
 # Apache-2.0 (the collection licence, see galaxy.yml)
-"""pgvector indexes, query-time defaults and recall checks: the engine behind
-``ndis.dbops.pgvector_index``, ``ndis.dbops.pgvector_tune`` and ``ndis.dbops.pgvector_recall_info``.
+"""pgvector index declarations, the catalog, and index plan + build: the engine behind
+``ndis.dbops.pgvector_index``.  Its neighbours, one job each: ``vector_extension.py`` (the
+version floor), ``vector_recall.py`` (recall measurement, shared by tuning, the recall check
+and the restore test), ``vector_tune.py`` (tuning and the recall check).
 
 Plain Python + psycopg2, importable without Ansible (tests and bench/bench_vector.py use it)::
 
     from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
     vi.ensure_indexes({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}])
-    vi.tune({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}], recall_target=0.95)
-    vi.recall_check({"dsn": "..."}, [{"table": "embeddings", "column": "embedding"}])
 
 Design:
 
 * An index declaration is table, column, metric (cosine | l2 | inner_product), method
-  (hnsw | ivfflat | auto) and optional m / ef_construction / lists.  ``auto`` is HNSW
-  (m=16, ef_construction=64): it needs no training and is right on an empty table.
-  IVFFlat learns its lists from the rows present at build time, so it is only built on a
-  table holding at least ``ivfflat_min_rows`` rows (otherwise deferred, and said so), with
-  lists = rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10.
-* Indexes are found by name (default ``<table>_<column>_<method>_<metric>``, the name the
-  baseline migration uses).  INVALID (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt;
+  (hnsw | ivfflat | auto), type (auto | vector | halfvec), an optional filter (the SQL
+  predicate the application's searches use; measured by vector_tune) and optional m /
+  ef_construction / lists.  ``auto`` is HNSW (m=16, ef_construction=64): it needs no training
+  and is right on an empty table.  IVFFlat learns its lists from the rows present at build
+  time, so it is only built on a table holding at least ``ivfflat_min_rows`` rows (otherwise
+  deferred, and said so), with lists = rows/1000 up to 1M rows, sqrt(rows) beyond, at least 10.
+* Storage: a ``vector`` column of more than 2000 dimensions (or ``type: halfvec``) is indexed
+  as the expression ``(column::halfvec(N))`` with the halfvec_* operator class; a ``halfvec``
+  column as it is.  ``search_expr`` / ``app_query`` give the expression the application must
+  order by for the planner to use the index.
+* Indexes are found by name (default ``<table>_<column>[_halfvec]_<method>_<metric>``, the name
+  the baseline migration uses).  INVALID (an interrupted CREATE INDEX CONCURRENTLY) is rebuilt;
   a definition that differs from the declaration is reported and rebuilt only with
   ``allow_rebuild`` (built under a temporary name, then swapped, so searches keep an index).
 * Builds run ``CREATE INDEX CONCURRENTLY`` over an autocommit connection whose
   ``application_name`` is ``pgvector_index`` (the role watches pg_stat_progress_create_index
-  for it), with maintenance_work_mem sized to the build, max_parallel_maintenance_workers and
-  a statement_timeout.  A failed build drops the INVALID index it leaves behind.
-* What the engine knows about an index it built or tuned (rows at build, rows at tuning, the
-  chosen ef_search / probes) is kept in the index's COMMENT as ``ndis.dbops.pgvector {json}``.
-* Recall is measured on a sample of stored vectors used as queries: the index's top-k (index
-  forced, the stored vector itself excluded) against the exact top-k (index scans disabled).
+  for it), with maintenance_work_mem sized to the build, max_parallel_maintenance_workers (0
+  on versions the version floor marks unsafe for parallel builds) and a statement_timeout.
+  A failed build drops the INVALID index it leaves behind.
+* What the engine knows about an index (rows at build; the tuner's measurement state) is kept
+  in the index's COMMENT as ``ndis.dbops.pgvector {json}``; a build replaces it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -40,10 +44,10 @@ __metaclass__ = type
 import json
 import math
 import re
-import statistics
 import time
 
 from ansible_collections.ndis.dbops.plugins.module_utils import pg_connection
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
 
 try:
     import psycopg2
@@ -71,12 +75,9 @@ HNSW_DEFAULTS = {"m": 16, "ef_construction": 64}
 IVFFLAT_DEFAULT_LISTS = 100  # pgvector's default when WITH (lists) is absent
 MIN_LISTS = 10
 # Versions with a known defect worth stopping for (pgvector CHANGELOG).
-KNOWN_BAD_VERSIONS = {
-    "0.2.7": "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; rebuild ivfflat indexes after upgrading)",
-    "0.3.0": "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; rebuild ivfflat indexes after upgrading)",
-}
-EF_SEARCH_STEPS = (40, 64, 100, 150, 200, 300, 400, 600, 800, 1000)
-DEFAULT_SETTINGS = {"hnsw.ef_search": 40, "ivfflat.probes": 1}
+MAX_VECTOR_INDEX_DIMS = 2000  # HNSW / IVFFlat on vector
+MAX_HALFVEC_INDEX_DIMS = 4000  # HNSW / IVFFlat on halfvec
+HALFVEC_EXPR = re.compile(r'^\(*"?([^":()]+?)"?\)?::halfvec\((\d+)\)\)*$')
 
 
 class VectorIndexError(Exception):
@@ -92,8 +93,7 @@ class VectorIndexError(Exception):
 # ---------------------------------------------------------------- helpers
 
 
-def version_tuple(v):
-    return tuple(int(x) for x in re.findall(r"\d+", str(v or ""))[:3]) or (0,)
+version_tuple = vext.version_tuple
 
 
 def parse_memory(value):
@@ -125,8 +125,37 @@ def default_probes(lists):
 
 def index_name(decl):
     method = decl["method"] if decl["method"] != "auto" else "hnsw"
-    name = "%s_%s_%s_%s" % (decl["table"], decl["column"], method, METRICS[decl["metric"]][2])
+    half = "_halfvec" if decl.get("storage") == "halfvec_expr" else ""
+    name = "%s_%s%s_%s_%s" % (decl["table"], decl["column"], half, method, METRICS[decl["metric"]][2])
     return name[:63]
+
+
+def opclass_for(d):
+    """The operator class of the declared index: halfvec_* for a halfvec column or expression."""
+    op = METRICS[d["metric"]][0]
+    return op.replace("vector_", "halfvec_", 1) if d.get("storage", "vector") != "vector" else op
+
+
+def search_expr(d):
+    """(SQL of the searched expression, cast of the query literal): what the application must write.
+
+    vector column: ``"v" <=> $1::vector``; halfvec expression index: ``("v"::halfvec(N)) <=> $1::halfvec(N)``;
+    halfvec column: ``"v" <=> $1::halfvec``.
+    """
+    col = pgsql.Identifier(d["column"])
+    if d.get("storage") == "halfvec_expr":
+        return pgsql.SQL("({}::halfvec(%d))" % int(d["dims"])).format(col), "halfvec(%d)" % int(d["dims"])
+    if d.get("storage") == "halfvec_column":
+        return col, "halfvec"
+    return col, "vector"
+
+
+def app_query(d, k=10):
+    """The query text the application writes for the planner to use the declared index."""
+    searched = ("%s::halfvec(%d)" % (d["column"], int(d["dims"]))) if d.get("storage") == "halfvec_expr" else d["column"]
+    where = (" WHERE " + d["filter"]) if d.get("filter") else ""
+    return "SELECT ... FROM %s%s ORDER BY %s %s $1::%s LIMIT %d" % (
+        qualified(d), where, searched, METRICS[d["metric"]][1], search_expr(d)[1], k)
 
 
 def normalize(decl):
@@ -153,7 +182,42 @@ def normalize(decl):
             raise VectorIndexError("index on %s.%s: ef_construction (%d) must be at least 2 * m (%d)"
                                    % (d["table"], d["column"], d["ef_construction"], 2 * d["m"]))
     d["lists"] = int(d["lists"]) if d.get("lists") else None
+    d["type"] = d.get("type") or "auto"
+    if d["type"] not in ("auto", "vector", "halfvec"):
+        raise VectorIndexError("index on %s.%s: type %r is not one of auto, vector, halfvec" % (d["table"], d["column"], d["type"]))
+    d["filter"] = (d.get("filter") or "").strip() or None
+    if d["filter"] and (";" in d["filter"] or "--" in d["filter"] or "/*" in d["filter"]):
+        raise VectorIndexError("index on %s.%s: filter %r must be one SQL predicate (no ';' or comments), for example "
+                               "\"source = 'docs'\"" % (d["table"], d["column"], d["filter"]))
+    d["name_given"] = bool(d.get("name"))
+    d.setdefault("storage", "halfvec_expr" if d["type"] == "halfvec" else "vector")
     d["name"] = d.get("name") or index_name(d)
+    return d
+
+
+def resolve_storage(d, typname, dims):
+    """Decide how the declared column is indexed: vector, halfvec_column or halfvec_expr (sets d's storage and name).
+
+    A halfvec column is indexed as it is; a vector column is indexed as a halfvec expression when the declaration
+    says type: halfvec or the column has more than MAX_VECTOR_INDEX_DIMS dimensions (HNSW and IVFFlat cannot
+    index a vector that wide; halfvec allows up to MAX_HALFVEC_INDEX_DIMS).
+    """
+    if typname == "halfvec":
+        d["storage"] = "halfvec_column"
+    elif d["type"] == "halfvec" or (dims or 0) > MAX_VECTOR_INDEX_DIMS:
+        if not dims:
+            raise VectorIndexError("column %s.%s has no declared dimensions: a halfvec expression index needs them; "
+                                   "declare the column as vector(N)" % (qualified(d), d["column"]))
+        d["storage"] = "halfvec_expr"
+    else:
+        d["storage"] = "vector"
+    if d["storage"] != "vector" and (dims or 0) > MAX_HALFVEC_INDEX_DIMS:
+        raise VectorIndexError("column %s.%s has %d dimensions: pgvector indexes halfvec up to %d; reduce the dimensions "
+                               "(for example the embedding model's dimensions parameter)" % (
+                                   qualified(d), d["column"], dims, MAX_HALFVEC_INDEX_DIMS))
+    d["dims"] = dims
+    if not d.get("name_given"):
+        d["name"] = index_name(d)
     return d
 
 
@@ -212,43 +276,12 @@ def meta_comment(meta):
 # ---------------------------------------------------------------- extension
 
 
-def extension_info(cur):
-    cur.execute(
-        "SELECT e.extversion, n.nspname, (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')"
-        " FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'")
-    row = cur.fetchone()
-    if row is None:
-        available = _one(cur, "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
-        return {"installed": None, "schema": None, "available": available}
-    return {"installed": row[0], "schema": row[1], "available": row[2]}
-
-
 def check_extension(cur, min_version="0.5.0", update=False, check_mode=False, where=""):
-    """Version gate and optional ALTER EXTENSION vector UPDATE.  Returns (info, queries)."""
-    info = extension_info(cur)
-    queries = []
-    if info["installed"] is None:
-        raise VectorIndexError(
-            "pgvector is not installed in %s (available: %s). Create it first (CREATE EXTENSION vector, the "
-            "pgvector role's extension phase)." % (where, info["available"] or "none"))
-    if update and info["available"] and version_tuple(info["available"]) > version_tuple(info["installed"]):
-        queries.append("ALTER EXTENSION vector UPDATE")
-        if not check_mode:
-            cur.execute("ALTER EXTENSION vector UPDATE")
-            info = extension_info(cur)
-        else:
-            info = dict(info, installed_after=info["available"])
-    effective = info.get("installed_after") or info["installed"]
-    if version_tuple(effective) < version_tuple(min_version):
-        raise VectorIndexError(
-            "pgvector %s is installed in %s, older than the required %s (HNSW needs 0.5.0); available: %s. "
-            "Set update_extension (pgvector_update_extension) to run ALTER EXTENSION vector UPDATE, or on RDS move to a "
-            "minor version that ships a newer pgvector." % (effective, where, min_version, info["available"]))
-    if effective in KNOWN_BAD_VERSIONS:
-        raise VectorIndexError(
-            "pgvector %s in %s is a known-bad version: %s. Upgrade (ALTER EXTENSION vector UPDATE after the server "
-            "ships a fixed version)." % (effective, where, KNOWN_BAD_VERSIONS[effective]))
-    return info, queries
+    """The version floor (module_utils/vector_extension.py), its errors as VectorIndexError."""
+    try:
+        return vext.check_extension(cur, min_version, update, check_mode, where)
+    except vext.ExtensionError as e:
+        raise VectorIndexError(e.msg)
 
 
 # ---------------------------------------------------------------- catalog
@@ -269,21 +302,23 @@ def table_state(cur, d):
     oid, reltuples, typmod, typname = row
     if typname is None:
         raise VectorIndexError("table %s has no column %s: fix the declaration (pgvector_indexes)" % (qualified(d), d["column"]))
-    if typname != "vector":
-        raise VectorIndexError("column %s.%s is of type %s, not vector: only vector columns are supported"
+    if typname not in ("vector", "halfvec"):
+        raise VectorIndexError("column %s.%s is of type %s, not vector or halfvec: only those columns are supported"
                                % (qualified(d), d["column"], typname))
+    resolve_storage(d, typname, typmod if typmod and typmod > 0 else None)
     # reltuples is an estimate (-1 before the first ANALYZE); small tables are counted exactly.
     if reltuples is None or reltuples < 200000:
         rows = _one(cur, pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(d["schema"], d["table"])))
     else:
         rows = int(reltuples)
-    return {"exists": True, "rows": int(rows), "dims": typmod if typmod and typmod > 0 else None, "oid": oid}
+    return {"exists": True, "rows": int(rows), "dims": typmod if typmod and typmod > 0 else None, "oid": oid, "type": typname}
 
 
 def read_index(cur, schema, name):
     cur.execute(
         "SELECT i.relname, am.amname, opc.opcname, coalesce(i.reloptions, '{}'), x.indisvalid,"
-        " obj_description(i.oid, 'pg_class'), pg_get_indexdef(i.oid), t.relname, a.attname, pg_relation_size(i.oid)"
+        " obj_description(i.oid, 'pg_class'), pg_get_indexdef(i.oid), t.relname, a.attname, pg_relation_size(i.oid),"
+        " pg_get_indexdef(i.oid, 1, true), i.oid::bigint, pg_get_expr(x.indpred, x.indrelid, true)"
         " FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace"
         " JOIN pg_index x ON x.indexrelid = i.oid JOIN pg_am am ON am.oid = i.relam"
         " JOIN pg_class t ON t.oid = x.indrelid"
@@ -298,22 +333,33 @@ def read_index(cur, schema, name):
     for opt in row[3]:
         k, _, v = opt.partition("=")
         options[k] = int(v) if v.isdigit() else v
+    column, expr_dims = row[8], None
+    if column is None:  # an expression index: (v::halfvec(N))
+        m = HALFVEC_EXPR.match(row[10] or "")
+        if m:
+            column, expr_dims = m.group(1), int(m.group(2))
     return {
         "name": row[0], "method": row[1], "opclass": row[2], "options": options, "valid": bool(row[4]),
-        "comment": row[5], "meta": read_meta(row[5]), "definition": row[6], "table": row[7], "column": row[8],
-        "size_bytes": int(row[9] or 0),
+        "comment": row[5], "meta": read_meta(row[5]), "definition": row[6], "table": row[7], "column": column,
+        "size_bytes": int(row[9] or 0), "key": row[10], "expr_dims": expr_dims, "oid": int(row[11]), "predicate": row[12],
     }
 
 
 def vector_indexes_on(cur, d):
     """Names of the hnsw/ivfflat indexes on the declared column."""
     cur.execute(
-        "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam"
+        "SELECT i.relname, a.attname, pg_get_indexdef(i.oid, 1, true) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_am am ON am.oid = i.relam"
         " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]"
-        " WHERE n.nspname = %s AND t.relname = %s AND a.attname = %s AND am.amname IN ('hnsw', 'ivfflat')"
-        " ORDER BY 1", (d["schema"], d["table"], d["column"]))
-    return [r[0] for r in cur.fetchall()]
+        " LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]"
+        " WHERE n.nspname = %s AND t.relname = %s AND am.amname IN ('hnsw', 'ivfflat')"
+        " ORDER BY 1", (d["schema"], d["table"]))
+    out = []
+    for name, att, key in cur.fetchall():
+        m = HALFVEC_EXPR.match(key or "")
+        if att == d["column"] or (m and m.group(1) == d["column"]):
+            out.append(name)
+    return out
 
 
 def actual_params(idx):
@@ -330,17 +376,17 @@ def desired_params(d, rows):
 
 
 def create_sql(d, params, name=None):
-    opclass = METRICS[d["metric"]][0]
+    opclass = opclass_for(d)
     with_ = ", ".join("%s = %d" % (k, params[k]) for k in sorted(params, key=lambda k: ("m", "ef_construction", "lists").index(k)))
     return pgsql.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING {} ({} {}) WITH (" + with_ + ")").format(
         pgsql.Identifier(name or d["name"]), pgsql.Identifier(d["schema"], d["table"]),
-        pgsql.SQL(d["resolved_method"]), pgsql.Identifier(d["column"]), pgsql.SQL(opclass))
+        pgsql.SQL(d["resolved_method"]), search_expr(d)[0], pgsql.SQL(opclass))
 
 
 def build_memory_kb(d, params, rows, dims):
     """maintenance_work_mem for a build of this index (kB): enough for the graph / the k-means sample, +25%."""
     dims = dims or 1536
-    vec = dims * 4 + 8
+    vec = dims * (2 if d.get("storage", "vector") != "vector" else 4) + 8
     if d["resolved_method"] == "hnsw":
         # in-memory graph: each element holds its vector, 2*m neighbours on layer 0 (m above), tuple overhead
         per = vec + (2 * params["m"] + params["m"] // 2) * 12 + 120
@@ -364,7 +410,7 @@ def plan_index(cur, decl, allow_rebuild=False, ivfflat_min_rows=1000, stale_fact
     ts = table_state(cur, d)
     plan = {"name": d["name"], "table": qualified(d), "column": d["column"], "metric": d["metric"],
             "method": d["resolved_method"], "rows": ts["rows"], "action": "none", "reason": "", "problems": [],
-            "decl": d, "dims": ts["dims"]}
+            "decl": d, "dims": ts["dims"], "storage": d.get("storage", "vector")}
     if not ts["exists"]:
         plan.update(action="missing_table", reason="table %s does not exist yet: nothing to index (re-run after the migrations)"
                     % qualified(d))
@@ -379,6 +425,7 @@ def plan_index(cur, decl, allow_rebuild=False, ivfflat_min_rows=1000, stale_fact
         return plan
     params = desired_params(d, ts["rows"])
     plan["params"] = params
+    plan["app_query"] = app_query(d)
     plan["sql"] = create_sql(d, params).as_string(cur)
     existing = read_index(cur, d["schema"], d["name"])
     if existing is None:
@@ -394,10 +441,12 @@ def plan_index(cur, decl, allow_rebuild=False, ivfflat_min_rows=1000, stale_fact
     drift = []
     if existing["method"] != d["resolved_method"]:
         drift.append("method %s, declared %s" % (existing["method"], d["resolved_method"]))
-    if existing["opclass"] != METRICS[d["metric"]][0]:
-        drift.append("operator class %s, declared %s" % (existing["opclass"], METRICS[d["metric"]][0]))
+    if existing["opclass"] != opclass_for(d):
+        drift.append("operator class %s, declared %s" % (existing["opclass"], opclass_for(d)))
     if existing["table"] != d["table"] or existing["column"] != d["column"]:
         drift.append("on %s.%s, declared %s.%s" % (existing["table"], existing["column"], d["table"], d["column"]))
+    elif (existing["expr_dims"] is not None) != (d["storage"] == "halfvec_expr"):
+        drift.append("on %s, declared %s" % (existing["key"], search_expr(d)[0].as_string(cur)))
     if not drift:
         have = actual_params(existing)
         for k, v in sorted(params.items()):
@@ -518,6 +567,9 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
         cur = conn.cursor()
         info, queries = check_extension(cur, min_version, update_extension, check_mode, where)
         result["extension"] = info
+        result["warnings"].extend(info["assessment"]["warnings"])
+        if info["assessment"]["serial_builds"]:
+            parallel_workers = 0  # the version floor: parallel HNSW builds are unsafe on this version
         result["queries"].extend(queries)
         result["changed"] = bool(queries)
         plans = [plan_index(cur, decl, allow_rebuild, ivfflat_min_rows, stale_factor) for decl in indexes]
@@ -556,332 +608,6 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
         conn.close()
 
 
-# ---------------------------------------------------------------- recall
-
-
-def _vec_literal(v):
-    return v if isinstance(v, str) else "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def sample_queries(cur, d, sample_size, seed=42):
-    """Up to ``sample_size`` stored vectors (ctid, text) chosen reproducibly."""
-    rows = table_state(cur, d)["rows"]
-    if rows == 0:
-        return []
-    pct = min(100.0, 100.0 * sample_size * 3.0 / rows)
-    cur.execute(pgsql.SQL("SELECT ctid::text, {}::text FROM {} TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) LIMIT %s").format(
-        pgsql.Identifier(d["column"]), pgsql.Identifier(d["schema"], d["table"])), (pct, seed, sample_size))
-    got = cur.fetchall()
-    if len(got) < sample_size and len(got) < rows:
-        cur.execute(pgsql.SQL("SELECT ctid::text, {}::text FROM {} LIMIT %s").format(
-            pgsql.Identifier(d["column"]), pgsql.Identifier(d["schema"], d["table"])), (sample_size,))
-        got = cur.fetchall()
-    return got
-
-
-def _knn(cur, d, qvec, k, exclude):
-    op = METRICS[d["metric"]][1]
-    cur.execute(pgsql.SQL("SELECT ctid::text FROM {} ORDER BY {} " + op + " %s::vector LIMIT %s").format(
-        pgsql.Identifier(d["schema"], d["table"]), pgsql.Identifier(d["column"])), (qvec, k + 1))
-    ids = [r[0] for r in cur.fetchall() if r[0] != exclude]
-    return ids[:k]
-
-
-def exact_truth(conn, d, queries, k):
-    """Exact top-k for each query (index and bitmap scans off), and the median exact latency in ms."""
-    cur = conn.cursor()
-    cur.execute("BEGIN")
-    try:
-        cur.execute("SET LOCAL enable_indexscan = off")
-        cur.execute("SET LOCAL enable_bitmapscan = off")
-        truth, times = [], []
-        for ctid, vec in queries:
-            t0 = time.perf_counter()
-            truth.append(_knn(cur, d, vec, k, ctid))
-            times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        cur.execute("ROLLBACK")
-    return truth, (statistics.median(times) if times else None)
-
-
-def index_recall(conn, d, queries, truth, k, settings):
-    """Recall@k and median latency (ms) with the index forced and ``settings`` (GUC: value) applied."""
-    cur = conn.cursor()
-    cur.execute("BEGIN")
-    try:
-        cur.execute("SET LOCAL enable_seqscan = off")
-        for name, value in settings.items():
-            cur.execute("SELECT set_config(%s, %s, true)", (name, str(value)))
-        used = _index_used(cur, d, queries[0][1]) if queries else None
-        if used is not None and used != d["name"]:
-            raise VectorIndexError(
-                "the planner searches %s with index %s, not %s: with two vector indexes of the same operator class on "
-                "one column the recall of one cannot be measured; drop the one the application does not need"
-                % (qualified(d), used, d["name"]), index=d["name"], index_used=used)
-        hits, total, times = 0, 0, []
-        for (ctid, vec), want in zip(queries, truth):
-            t0 = time.perf_counter()
-            got = _knn(cur, d, vec, k, ctid)
-            times.append((time.perf_counter() - t0) * 1000)
-            hits += len(set(got) & set(want))
-            total += len(want)
-    finally:
-        cur.execute("ROLLBACK")
-    return (hits / float(total) if total else 1.0), (statistics.median(times) if times else None)
-
-
-def _index_used(cur, d, qvec):
-    op = METRICS[d["metric"]][1]
-    cur.execute(pgsql.SQL("EXPLAIN (FORMAT JSON) SELECT ctid FROM {} ORDER BY {} " + op + " %s::vector LIMIT 1").format(
-        pgsql.Identifier(d["schema"], d["table"]), pgsql.Identifier(d["column"])), (qvec,))
-    plan = cur.fetchone()[0]
-    stack = [plan]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("Index Name"):
-                return node["Index Name"]
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
-
-
-def _guc_for(method):
-    return "hnsw.ef_search" if method == "hnsw" else "ivfflat.probes"
-
-
-def recall_check(conn_params, indexes, k=10, sample_size=50, min_rows=1000, threshold=0.9, settings=None):
-    """Read-only recall@k of each declared index with the settings the app gets (database/role defaults).
-
-    Returns {ok, checks: [{name, table, status: pass|fail|skipped, recall, ...}], summary}.
-    """
-    conn = connect(conn_params, application_name="pgvector_recall_check")
-    checks = []
-    try:
-        cur = conn.cursor()
-        cur.execute("SET default_transaction_read_only = on")
-        for decl in indexes:
-            d = normalize(decl)
-            c = {"name": d["name"], "table": qualified(d), "k": k, "threshold": threshold}
-            ts = table_state(cur, d)
-            idx = read_index(cur, d["schema"], d["name"]) if ts["exists"] else None
-            c["rows"] = ts["rows"]
-            if not ts["exists"]:
-                c.update(status="skipped", detail="skipped: table %s does not exist" % qualified(d))
-            elif idx is None:
-                c.update(status="fail", detail="index %s does not exist" % d["name"],
-                         cause="the index was never built or was dropped", fix="run the pgvector role (indexes phase)")
-            elif not idx["valid"]:
-                c.update(status="fail", detail="index %s is INVALID" % d["name"],
-                         cause="an interrupted CREATE INDEX CONCURRENTLY", fix="run the pgvector role: it drops and rebuilds it")
-            elif ts["rows"] < max(min_rows, k + 1):
-                c.update(status="skipped", detail="skipped: fewer than %d rows (%d)" % (max(min_rows, k + 1), ts["rows"]))
-            else:
-                d["resolved_method"] = idx["method"]
-                d["metric"] = OPCLASS_METRIC.get(idx["opclass"], d["metric"])
-                guc = _guc_for(idx["method"])
-                value = (settings or {}).get(guc) or _one(cur, "SELECT current_setting(%s)", (guc,))
-                queries = sample_queries(cur, d, sample_size)
-                truth, exact_ms = exact_truth(conn, d, queries, k)
-                try:
-                    recall, ms = index_recall(conn, d, queries, truth, k, {guc: value})
-                except VectorIndexError as e:
-                    c.update(status="fail", detail=e.msg, cause="two vector indexes compete", fix="drop the undeclared one")
-                    checks.append(c)
-                    continue
-                c.update(recall=round(recall, 4), median_ms=round(ms, 2), exact_median_ms=round(exact_ms, 2),
-                         queries=len(queries), setting={guc: int(value)}, method=idx["method"])
-                c["detail"] = "%s recall@%d %.3f at %s=%s, %.1f ms median (exact %.1f ms), %d queries" % (
-                    d["name"], k, recall, guc, value, ms, exact_ms, len(queries))
-                if recall >= threshold:
-                    c["status"] = "pass"
-                else:
-                    c["status"] = "fail"
-                    c.update(_low_recall_cause(idx, ts["rows"], guc, value))
-                    c["detail"] += " (below %.2f)" % threshold
-            checks.append(c)
-    finally:
-        conn.close()
-    for c in checks:
-        if c["status"] == "fail" and c.get("fix") and "fix:" not in c["detail"]:
-            c["detail"] += "; likely cause: %s; fix: %s" % (c.get("cause", "unknown"), c["fix"])
-    ok = all(c["status"] != "fail" for c in checks)
-    return {"ok": ok, "checks": checks, "summary": "; ".join(c["detail"] for c in checks) or "no vector indexes declared"}
-
-
-def _low_recall_cause(idx, rows, guc, value):
-    if idx["method"] == "ivfflat":
-        built = idx["meta"].get("built_rows")
-        lists = actual_params(idx)["lists"]
-        if built is None or rows > 2 * max(int(built or 0), 1):
-            cause = ("IVFFlat lists trained on %s rows, the table holds %d (an IVFFlat index built before the data, as the "
-                     "runbook's step 5 does, has untrained lists)" % ("an unknown number of" if built is None else built, rows))
-            fix = "rebuild it on the loaded table (pgvector_allow_rebuild: true), or use method hnsw"
-        else:
-            cause = "ivfflat.probes=%s searches %s of %d lists" % (value, value, lists)
-            fix = "raise ivfflat.probes (pgvector_recall_target tuning), or rebuild with method hnsw"
-    else:
-        cause = "hnsw.ef_search=%s is too small for this data" % value
-        fix = "let the role tune ef_search (pgvector_recall_target), or rebuild with larger m / ef_construction"
-    return {"cause": cause, "fix": fix}
-
-
-# ---------------------------------------------------------------- tuning
-
-
-def current_setting_at(cur, scope, guc, role=None):
-    """The value stored by ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET for ``guc`` (or None)."""
-    if scope == "role":
-        cur.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole"
-                    " WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND r.rolname = %s",
-                    (role,))
-    else:
-        cur.execute("SELECT s.setconfig FROM pg_db_role_setting s"
-                    " WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.setrole = 0")
-    row = cur.fetchone()
-    for item in (row[0] if row else None) or []:
-        k, _, v = item.partition("=")
-        if k == guc:
-            return v
-    return None
-
-
-def _set_sql(cur, scope, guc, value, role=None):
-    db = _one(cur, "SELECT current_database()")
-    if scope == "role":
-        return pgsql.SQL("ALTER ROLE {} IN DATABASE {} SET " + guc + " = %s").format(
-            pgsql.Identifier(role), pgsql.Identifier(db)).as_string(cur) % int(value)
-    return pgsql.SQL("ALTER DATABASE {} SET " + guc + " = %s").format(pgsql.Identifier(db)).as_string(cur) % int(value)
-
-
-def candidates(method, lists, bound):
-    if method == "hnsw":
-        return [v for v in EF_SEARCH_STEPS if v <= bound] or [bound]
-    top = min(bound, lists)
-    out, p = [], 1
-    while p < top:
-        out.append(p)
-        p *= 2
-    out.append(top)
-    return sorted(set(out))
-
-
-def measure_curve(conn, d, method, lists, queries, truth, k, target, bound):
-    """Recall at increasing ef_search / probes until ``target`` is reached: [(value, recall, ms)]."""
-    guc = _guc_for(method)
-    curve = []
-    for v in candidates(method, lists, bound):
-        recall, ms = index_recall(conn, d, queries, truth, k, {guc: v})
-        curve.append((v, round(recall, 4), round(ms, 2)))
-        if recall >= target:
-            break
-    return curve
-
-
-def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=50, min_rows=1000, scope="database", role=None,
-         max_ef_search=400, max_probes=None, growth_factor=2.0, check_mode=False):
-    """Set hnsw.ef_search / ivfflat.probes at database or role level to the smallest value reaching ``recall_target``.
-
-    Returns {changed, queries, settings: {guc: value}, indexes: [...], problems, recommendations, skipped}.
-    """
-    if scope not in ("database", "role", "none"):
-        raise VectorIndexError("tuning scope must be database, role or none, got %r" % (scope,))
-    if scope == "role" and not role:
-        raise VectorIndexError("tuning scope role needs the role name (pgvector_tuning_role)")
-    conn = connect(conn_params, application_name="pgvector_tune")
-    result = {"changed": False, "queries": [], "settings": {}, "indexes": [], "problems": [], "recommendations": [],
-              "skipped": [], "warnings": []}
-    try:
-        cur = conn.cursor()
-        needed = {}  # guc -> max value over indexes
-        comments = []
-        for decl in indexes:
-            d = normalize(decl)
-            ts = table_state(cur, d)
-            idx = read_index(cur, d["schema"], d["name"]) if ts["exists"] else None
-            entry = {"name": d["name"], "table": qualified(d), "rows": ts["rows"]}
-            result["indexes"].append(entry)
-            if idx is None or not idx["valid"]:
-                entry["status"] = "skipped"
-                entry["detail"] = "skipped: index %s %s" % (d["name"], "is INVALID" if idx else "does not exist (yet)")
-                result["skipped"].append(entry["detail"])
-                continue
-            if ts["rows"] < max(min_rows, k + 1):
-                entry["status"] = "skipped"
-                entry["detail"] = ("skipped: fewer than %d rows (%d) in %s, too few to measure recall; the server "
-                                   "defaults stay" % (max(min_rows, k + 1), ts["rows"], qualified(d)))
-                result["skipped"].append(entry["detail"])
-                continue
-            method = idx["method"]
-            guc = _guc_for(method)
-            lists = actual_params(idx).get("lists")
-            bound = max_ef_search if method == "hnsw" else (max_probes or lists)
-            meta = idx["meta"]
-            stored = current_setting_at(cur, scope, guc, role) if scope != "none" else None
-            tuned_rows = meta.get("tuned_rows")
-            if (stored is not None and tuned_rows and meta.get(guc) is not None
-                    and ts["rows"] <= growth_factor * tuned_rows and int(stored) >= int(meta[guc])):
-                entry.update(status="kept", value=int(meta[guc]), detail="%s=%s tuned at %d rows, table now %d (re-tuned beyond %.1fx)"
-                             % (guc, meta[guc], tuned_rows, ts["rows"], growth_factor))
-                needed[guc] = max(needed.get(guc, 0), int(meta[guc]))
-                continue
-            d["resolved_method"] = method
-            d["metric"] = OPCLASS_METRIC.get(idx["opclass"], d["metric"])
-            queries = sample_queries(cur, d, sample_size)
-            truth, exact_ms = exact_truth(conn, d, queries, k)
-            try:
-                curve = measure_curve(conn, d, method, lists, queries, truth, k, recall_target, bound)
-            except VectorIndexError as e:
-                entry.update(status="skipped", detail="skipped: " + e.msg)
-                result["skipped"].append(entry["detail"])
-                result["problems"].append(e.msg)
-                continue
-            value, recall, ms = curve[-1]
-            entry.update(status="measured", value=value, recall=recall, median_ms=ms, exact_median_ms=round(exact_ms, 2),
-                         curve=curve, queries=len(queries))
-            entry["detail"] = "%s: recall@%d %.3f at %s=%d, %.1f ms median (exact %.1f ms), %d rows, %d queries; tried %s" % (
-                d["name"], k, recall, guc, value, ms, exact_ms, ts["rows"], len(queries),
-                ", ".join("%d -> %.3f" % (v, r) for v, r, _ in curve))
-            if recall < recall_target:
-                rec = ("%s: recall@%d %.3f at the bound %s=%d, below the target %.2f. Rebuild with %s (allow a rebuild and "
-                       "declare it in pgvector_indexes), or raise the bound." % (
-                           d["name"], k, recall, guc, value, recall_target,
-                           "larger m / ef_construction (for example m=32, ef_construction=128)" if method == "hnsw"
-                           else "lists recomputed on the current rows, or method hnsw"))
-                result["recommendations"].append(rec)
-                result["warnings"].append(rec)
-            needed[guc] = max(needed.get(guc, 0), value)
-            new_meta = dict(meta, tuned_rows=ts["rows"])
-            new_meta[guc] = value
-            if new_meta != meta:
-                comments.append((d, new_meta))
-        result["settings"] = needed
-        if scope != "none":
-            for guc, value in sorted(needed.items()):
-                stored = current_setting_at(cur, scope, guc, role)
-                if stored is None or int(stored) != int(value):
-                    stmt = _set_sql(cur, scope, guc, value, role)
-                    result["queries"].append(stmt)
-                    result.setdefault("diff", {"before": "", "after": ""})
-                    result["diff"]["before"] += "%s = %s\n" % (guc, stored if stored is not None else "(server default)")
-                    result["diff"]["after"] += "%s = %s\n" % (guc, value)
-                    if not check_mode:
-                        cur.execute(stmt)
-        for d, meta in comments:
-            stmt = pgsql.SQL("COMMENT ON INDEX {} IS %s").format(pgsql.Identifier(d["schema"], d["name"]))
-            result["queries"].append(stmt.as_string(cur) % ("'" + meta_comment(meta) + "'"))
-            if not check_mode:
-                cur.execute(stmt, (meta_comment(meta),))
-        result["changed"] = bool(result["queries"])
-        return result
-    except psycopg2.Error as e:
-        raise VectorIndexError("tuning query-time defaults failed: %s" % _pg_error_text(e), result=result,
-                               sqlstate=getattr(e, "pgcode", None))
-    finally:
-        conn.close()
-
-
 # ---------------------------------------------------------------- module glue
 
 
@@ -903,6 +629,8 @@ INDEX_ARGS = dict(
         m=dict(type="int"),
         ef_construction=dict(type="int"),
         lists=dict(type="int"),
+        type=dict(type="str", default="auto", choices=["auto", "vector", "halfvec"]),
+        filter=dict(type="str"),
     ),
 )
 

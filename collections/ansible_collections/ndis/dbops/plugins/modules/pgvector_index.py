@@ -13,8 +13,16 @@ module: pgvector_index
 short_description: Manage pgvector HNSW / IVFFlat indexes from declarations, with safe concurrent builds
 version_added: "0.2.0"
 description:
-  - Checks the C(vector) extension against O(min_version) and known-bad versions, and runs
-    C(ALTER EXTENSION vector UPDATE) only when O(update_extension) is set.
+  - Checks the C(vector) extension against O(min_version) and the version floor table
+    (module_utils/vector_extension.py, from pgvector's CHANGELOG and advisories), and runs
+    C(ALTER EXTENSION vector UPDATE) only when O(update_extension) is set. A version with a defect worth
+    stopping for fails; on 0.6.0 to 0.8.1 (CVE-2026-3172, a buffer overflow in parallel HNSW builds, fixed in
+    0.8.2) builds run with C(max_parallel_maintenance_workers = 0) whatever O(max_parallel_maintenance_workers)
+    says, and the result warns with the fix.
+  - A declaration of O(indexes[].type=halfvec), or a C(vector) column of more than 2000 dimensions (the limit of
+    HNSW and IVFFlat on C(vector)), is built as an expression index C(((column::halfvec(N)) halfvec_cosine_ops))
+    (the operator class follows the metric); a C(halfvec) column is indexed as it is. RV(indexes[].app_query)
+    is the query the application must write for the planner to use it.
   - For each declaration in O(indexes), finds the index by name and compares its access method,
     operator class and parameters with the declaration. A missing index is built; an INVALID one
     (left by an interrupted C(CREATE INDEX CONCURRENTLY)) is dropped and rebuilt; a different
@@ -119,7 +127,8 @@ queries:
   sample: ["CREATE INDEX CONCURRENTLY \"x\" ON \"public\".\"t\" USING hnsw (\"v\" vector_cosine_ops) WITH (m = 16, ef_construction = 64)"]
 indexes:
   description: One entry per declaration - name, table, column, metric, method, rows, action
-    (none, create, rebuild, defer, report, missing_table), reason, params, current definition, build_seconds.
+    (none, create, rebuild, defer, report, missing_table), reason, params, storage (vector, halfvec_expr,
+    halfvec_column), app_query (the search the planner can answer with the index), current definition, build_seconds.
   returned: success
   type: list
   elements: dict

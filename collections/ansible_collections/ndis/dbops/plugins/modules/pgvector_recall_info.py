@@ -13,10 +13,17 @@ module: pgvector_recall_info
 short_description: Measure the recall@k of pgvector indexes with the settings the application gets
 version_added: "0.2.0"
 description:
-  - Read-only health check. For each declared index, samples O(sample_size) stored vectors as queries,
-    compares the index's top-k (index forced, with the database/role defaults of the connecting user,
-    or O(settings)) with the exact top-k (index scans disabled) and reports recall@k and median latency.
-  - An index below O(threshold) is reported as C(fail) with the likely cause (for example IVFFlat lists
+  - Read-only health check. For each declared index, reports recall@k with its 95% lower confidence bound
+    for the settings the application gets (the role-in-database settings of O(role), else the database's, or
+    O(settings)).
+  - When the tuner's stored measurement (the index comment) still holds - the index was not rebuilt, at most
+    O(remeasure_share) of the rows changed since, the same setting, k, filter and iterative-scan settings -
+    its estimate and bound are reported without measuring. Otherwise held-out queries are measured now (one
+    pass over the table for the exact answers; the sample doubles from O(sample_size) up to O(max_sample_size)
+    while O(threshold) lies inside the interval). Nothing is stored (the session is read-only).
+  - An index with a C(filter) also reports filtered recall (the planner's own plan, as the application gets it)
+    and the share of queries that got k rows.
+  - An index whose lower bound is below O(threshold) is reported as C(fail) with the likely cause (for example IVFFlat lists
     trained on an empty table) and the fix. A table with fewer than O(min_rows) rows is C(skipped), with
     the row count (recall cannot be measured honestly on it).
   - The session is C(default_transaction_read_only); nothing is written. O(fail_below) makes the task fail.
@@ -33,15 +40,26 @@ options:
     type: int
     default: 10
   sample_size:
-    description: Stored vectors used as queries.
+    description: Held-out queries a fresh measurement starts with.
     type: int
-    default: 50
+    default: 100
+  max_sample_size:
+    description: Most held-out queries a fresh measurement grows to.
+    type: int
+    default: 800
+  role:
+    description: The application role whose settings are measured (its role-in-database settings come first).
+    type: str
+  remeasure_share:
+    description: Measure afresh when more than this share of the rows changed since the stored measurement.
+    type: float
+    default: 0.1
   min_rows:
     description: Fewest rows a table needs before its recall is measured.
     type: int
     default: 1000
   threshold:
-    description: Recall@k below which an index fails the check.
+    description: Recall@k the 95% lower bound must reach for an index to pass.
     type: float
     default: 0.9
   settings:
@@ -82,13 +100,19 @@ summary:
   description: One line per index.
   returned: always
   type: str
-  sample: "embeddings_embedding_hnsw_cosine recall@10 0.984 at hnsw.ef_search=100, 3.1 ms median (exact 20.4 ms), 50 queries"
+  sample: "embeddings_embedding_hnsw_cosine: recall@10 0.962 (95% lower bound 0.951) at hnsw.ef_search=100, 400 queries held out, ..."
 checks:
-  description: Per index - name, table, rows, status (pass, fail, skipped), recall, median_ms, exact_median_ms,
-    setting, detail, and for a failure cause and fix.
+  description: Per index - name, table, rows, status (pass, fail, skipped), recall (estimate), lower and upper
+    (95% bounds), queries, source (stored or measured), median_ms, exact_median_ms, setting, filtered (with a filter -
+    recall, lower, full_k_share, index_used), app_query, detail, and for a failure cause and fix.
   returned: always
   type: list
   elements: dict
+version_warnings:
+  description: Known defects of the installed pgvector (the version floor table) with the fix; each is also a warning.
+  returned: always
+  type: list
+  elements: str
 queries:
   description: Always empty - the check runs no statement that changes anything.
   returned: always
@@ -99,6 +123,8 @@ queries:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 
 
 def main():
@@ -106,7 +132,10 @@ def main():
     argument_spec.update(
         indexes=vi.INDEX_ARGS,
         k=dict(type="int", default=10),
-        sample_size=dict(type="int", default=50),
+        sample_size=dict(type="int", default=100),
+        max_sample_size=dict(type="int", default=800),
+        role=dict(type="str"),
+        remeasure_share=dict(type="float", default=0.1),
         min_rows=dict(type="int", default=1000),
         threshold=dict(type="float", default=0.9),
         settings=dict(type="dict"),
@@ -115,13 +144,18 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not vi.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    if not vr.HAS_NUMPY:
+        module.fail_json(msg=missing_required_lib("numpy"), exception=str(vr.NUMPY_IMPORT_ERROR))
     p = module.params
     try:
-        result = vi.recall_check(vi.conn_params(p), p["indexes"], k=p["k"], sample_size=p["sample_size"],
-                                 min_rows=p["min_rows"], threshold=p["threshold"], settings=p["settings"])
+        result = vt.recall_check(vi.conn_params(p), p["indexes"], k=p["k"], sample_size=p["sample_size"],
+                                 max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], threshold=p["threshold"],
+                                 settings=p["settings"], role=p["role"], remeasure_share=p["remeasure_share"])
     except vi.VectorIndexError as e:
         module.fail_json(msg=e.msg, ok=False, checks=[], queries=[], **e.details)
     result["queries"] = []
+    for w in result["version_warnings"]:
+        module.warn(w)
     if p["fail_below"] and not result["ok"]:
         failed = [c for c in result["checks"] if c["status"] == "fail"]
         module.fail_json(msg="recall below %.2f: %s" % (p["threshold"], "; ".join(

@@ -13,17 +13,24 @@ module: pgvector_tune
 short_description: Set hnsw.ef_search / ivfflat.probes for the application from measured recall
 version_added: "0.2.0"
 description:
-  - For each declared index, samples O(sample_size) stored vectors as queries, computes their exact
-    top-k (index scans disabled), then measures the index's recall@k at increasing C(hnsw.ef_search)
-    (40 to O(max_ef_search)) or C(ivfflat.probes) (1 to O(max_probes)) and keeps the smallest value that reaches
-    O(recall_target).
+  - For each declared index, samples O(sample_size) stored rows as held-out queries (each excluded from its own
+    exact and approximate answer), computes their exact top-k in one pass over the table (binary COPY, numpy
+    matrix products in batches), then measures the index's recall@k at increasing C(hnsw.ef_search)
+    (40 to O(max_ef_search)) or C(ivfflat.probes) (1 to O(max_probes)) and keeps the smallest value whose
+    95% lower confidence bound (bootstrap over queries) reaches O(recall_target). The sample doubles, up to
+    O(max_sample_size), while a smaller value's interval still straddles the target.
   - Stores the result with C(ALTER DATABASE ... SET) (O(scope=database)) or C(ALTER ROLE ... IN DATABASE ... SET)
     (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
     method, the largest value wins (the setting is per session, not per index).
   - When the bound cannot reach the target, the bound is set and the result recommends a rebuild.
   - Tables with fewer than O(min_rows) rows are skipped, and the result says so (recall cannot be measured on them).
-  - The rows and value of the last tuning are kept in the index comment; the measurement is repeated only when the
-    table has grown more than O(growth_factor) times since, or the stored setting is missing or lower.
+  - The measurement's state (value, estimate, bounds, rows, the table's insert/update/delete counters and the
+    index's relfilenode) is kept in the index comment (C(ndis.dbops.pgvector {json})). The measurement is repeated
+    only when more than O(remeasure_share) of the rows changed since, the index was rebuilt, the counters were
+    reset, the stored setting is missing or lower, or k, the target, the filter or the iterative-scan settings differ.
+  - With O(iterative_scan), also stores C(hnsw.iterative_scan) (C(ivfflat.iterative_scan) gets C(relaxed_order),
+    IVFFlat has no strict order) and O(max_scan_tuples) (pgvector 0.8.0 or later). An index with a C(filter) gets
+    its filtered recall measured and reported.
 author:
   - ndis dbops maintainers
 requirements:
@@ -41,9 +48,13 @@ options:
     type: int
     default: 10
   sample_size:
-    description: Stored vectors used as queries.
+    description: Held-out queries the measurement starts with.
     type: int
-    default: 50
+    default: 100
+  max_sample_size:
+    description: Most held-out queries the sample grows to while the decision is unclear.
+    type: int
+    default: 800
   min_rows:
     description: Fewest rows a table needs before it is tuned.
     type: int
@@ -63,13 +74,22 @@ options:
   max_probes:
     description: Largest C(ivfflat.probes) tried. Default the index's lists.
     type: int
-  growth_factor:
-    description: Re-measure when the table holds more than this many times the rows it was tuned on.
+  remeasure_share:
+    description: Re-measure when more than this share of the measured rows was inserted, updated or deleted since.
     type: float
-    default: 2.0
+    default: 0.1
+  iterative_scan:
+    description: Iterative index scans for filtered queries (pgvector 0.8.0 or later). Omitted, not managed.
+    type: str
+    choices: ["off", strict_order, relaxed_order]
+  max_scan_tuples:
+    description: C(hnsw.max_scan_tuples), the most tuples an iterative HNSW scan visits (pgvector default 20000).
+    type: int
 notes:
   - Supports C(check_mode) (measures, which only reads, and reports what would be set) and C(diff).
-  - The sample is reproducible (C(TABLESAMPLE BERNOULLI ... REPEATABLE)); each query excludes the stored vector itself.
+  - The sample is reproducible (C(TABLESAMPLE BERNOULLI ... REPEATABLE), a seeded shuffle and bootstrap); each query
+    excludes the stored row itself. The measurement runs in one REPEATABLE READ READ ONLY transaction.
+  - Needs numpy on the host that runs the module.
 seealso:
   - module: ndis.dbops.pgvector_index
   - module: ndis.dbops.pgvector_recall_info
@@ -106,8 +126,9 @@ settings:
   type: dict
   sample: {"hnsw.ef_search": 100}
 indexes:
-  description: Per index - status (measured, kept, skipped), value, recall, median_ms, exact_median_ms, curve
-    ([value, recall, ms] for each value tried), rows, detail.
+  description: Per index - status (measured, kept, skipped), value, recall (estimate), lower and upper (95% bounds),
+    queries, median_ms, exact_median_ms, curve ([value, recall, lower bound, ms] for each value tried), rounds,
+    truth_seconds, filtered (for a filter), rows, detail.
   returned: success
   type: list
   elements: dict
@@ -130,6 +151,8 @@ diff:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 
 
 def main():
@@ -138,26 +161,36 @@ def main():
         indexes=vi.INDEX_ARGS,
         recall_target=dict(type="float", default=0.95),
         k=dict(type="int", default=10),
-        sample_size=dict(type="int", default=50),
+        sample_size=dict(type="int", default=100),
+        max_sample_size=dict(type="int", default=800),
         min_rows=dict(type="int", default=1000),
         scope=dict(type="str", default="database", choices=["database", "role", "none"]),
         role=dict(type="str"),
         max_ef_search=dict(type="int", default=400),
         max_probes=dict(type="int"),
-        growth_factor=dict(type="float", default=2.0),
+        remeasure_share=dict(type="float", default=0.1),
+        iterative_scan=dict(type="str", choices=["off", "strict_order", "relaxed_order"]),
+        max_scan_tuples=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("scope", "role", ["role"])])
     if not vi.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    if not vr.HAS_NUMPY:
+        module.fail_json(msg=missing_required_lib("numpy"), exception=str(vr.NUMPY_IMPORT_ERROR))
     p = module.params
     if not 0 < p["recall_target"] <= 1:
         module.fail_json(msg="recall_target must be in (0, 1], got %s" % p["recall_target"])
+    if not 0 <= p["remeasure_share"] <= 1:
+        module.fail_json(msg="remeasure_share must be in [0, 1] (a share of rows, 0.1 = 10%%), got %s" % p["remeasure_share"])
+    if not 1 <= p["sample_size"] <= p["max_sample_size"]:
+        module.fail_json(msg="sample_size (%s) must be at least 1 and at most max_sample_size (%s)" % (p["sample_size"], p["max_sample_size"]))
     try:
-        result = vi.tune(
+        result = vt.tune(
             vi.conn_params(p), p["indexes"], recall_target=p["recall_target"], k=p["k"], sample_size=p["sample_size"],
-            min_rows=p["min_rows"], scope=p["scope"], role=p["role"], max_ef_search=p["max_ef_search"],
-            max_probes=p["max_probes"], growth_factor=p["growth_factor"], check_mode=module.check_mode,
+            max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], scope=p["scope"], role=p["role"],
+            max_ef_search=p["max_ef_search"], max_probes=p["max_probes"], remeasure_share=p["remeasure_share"],
+            iterative_scan=p["iterative_scan"], max_scan_tuples=p["max_scan_tuples"], check_mode=module.check_mode,
         )
     except vi.VectorIndexError as e:
         partial = dict(e.result or {})

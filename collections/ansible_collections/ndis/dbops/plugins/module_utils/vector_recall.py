@@ -1,0 +1,447 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+"""Recall measurement: the one home that tuning (vector_tune.tune), the recall check
+(vector_tune.recall_check) and the restore test's nearest-neighbour check (dbops/dump.py) share.
+
+How a measurement is made, and why:
+
+* **Queries are held out.**  A query is a stored row, sampled reproducibly
+  (``TABLESAMPLE BERNOULLI ... REPEATABLE``, then a seeded shuffle), and that row is excluded
+  from both the exact answer and the index's answer: the query is never answered by itself.
+* **Ground truth in one pass.**  The exact top-k of every query comes from one binary ``COPY``
+  of the table (``ctid`` and the vector, 20 + 4 * dims bytes a row), parsed in batches of
+  ``batch_rows`` rows and scored against all queries at once with one numpy matrix product per
+  batch; only the running top-k per query is kept, so memory is bounded by the batch, not the
+  table.  A few hundred sequential scans (one per query) would cost a few hundred passes.
+* **The index's answer** is what the application's query returns: ``ORDER BY <expr> <op> $1
+  LIMIT k`` with the settings given (the index forced for an unfiltered measurement; for a
+  declared filter, the planner's own choice, as the application gets it).  A returned row
+  counts as a hit when it is in the exact top-k, or ties with its k-th distance (duplicates).
+* **Uncertainty.**  Per-query recall values are independent draws (queries are sampled
+  uniformly from the rows), so the 95% lower confidence bound of their mean comes from a
+  percentile bootstrap over queries (``BOOTSTRAP_RESAMPLES`` resamples, fixed seed:
+  reproducible).  ``upper`` is the matching 95% upper bound, used to decide when more queries
+  are needed.
+* **One snapshot.**  With ``own_transaction`` the sample, the COPY and the index queries run in
+  one ``REPEATABLE READ READ ONLY`` transaction, so writes landing meanwhile cannot make the
+  exact and the approximate answers disagree.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import statistics
+import struct
+import time
+
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+
+try:
+    import numpy as np
+
+    HAS_NUMPY = True
+    NUMPY_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without numpy
+    np = None
+    HAS_NUMPY = False
+    NUMPY_IMPORT_ERROR = exc
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+SEED = 42
+TID = re.compile(r"^\((\d+),(\d+)\)$")
+
+
+def require_numpy():
+    if not HAS_NUMPY:
+        raise vi.VectorIndexError("the Python library numpy is required to measure recall (pip install numpy): %s"
+                                  % NUMPY_IMPORT_ERROR)
+
+
+def tid_key(text):
+    m = TID.match(text)
+    return int(m.group(1)) * 65536 + int(m.group(2))
+
+
+# ---------------------------------------------------------------- binary COPY
+
+
+class _CopyBatches(object):
+    """File-like target of ``copy_expert``: parses ``COPY (SELECT ctid, v::vector ...) TO STDOUT (FORMAT binary)``
+    rows of ``dims`` float4 and hands them to ``sink(keys, vectors)`` ``batch_rows`` at a time."""
+
+    def __init__(self, dims, sink, batch_rows):
+        self.dims = dims
+        self.rec = 2 + 4 + 6 + 4 + 4 + 4 * dims
+        self.dtype = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("blk", ">u4"), ("off", ">u2"), ("l2", ">i4"),
+                               ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dims,))])
+        self.sink = sink
+        self.batch_bytes = self.rec * batch_rows
+        self.parts, self.size, self.header_done, self.rows = [], 0, False, 0
+
+    def write(self, data):
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        if self.size >= self.batch_bytes + 64:
+            self._drain(final=False)
+
+    def _drain(self, final):
+        buf = b"".join(self.parts)
+        if not self.header_done:
+            if len(buf) < 19:
+                self.parts, self.size = [buf], len(buf)
+                return
+            ext = struct.unpack("!i", buf[15:19])[0]
+            buf = buf[19 + ext:]
+            self.header_done = True
+        n = len(buf) // self.rec  # what is left at the end is the 2-byte trailer (-1)
+        if n:
+            arr = np.frombuffer(buf, dtype=self.dtype, count=n)
+            if (arr["l2"] != 4 + 4 * self.dims).any() or (arr["dim"] != self.dims).any():
+                raise vi.VectorIndexError("a row holds a vector that is not %d-dimensional: measure a column with a "
+                                          "fixed number of dimensions (vector(N))" % self.dims)
+            keys = arr["blk"].astype(np.int64) * 65536 + arr["off"].astype(np.int64)
+            self.sink(keys, arr["v"].astype(np.float32))
+            self.rows += n
+        rest = buf[n * self.rec:]
+        self.parts, self.size = [rest], len(rest)
+
+    def close(self):
+        self._drain(final=True)
+
+
+def copy_vectors(cur, d, sink, where_sql=None, sample_sql=None, batch_rows=4096):
+    """Stream (keys, float32 vectors) of the declared column through ``sink``; returns rows read."""
+    require_numpy()
+    col = vi.pgsql.Identifier(d["column"])
+    where = vi.pgsql.SQL(" WHERE {} IS NOT NULL").format(col)
+    if where_sql:
+        where = where + vi.pgsql.SQL(" AND (" + where_sql + ")")
+    query = vi.pgsql.SQL("COPY (SELECT ctid, {}::vector FROM {}{}{}) TO STDOUT (FORMAT binary)").format(
+        col, vi.pgsql.Identifier(d["schema"], d["table"]), vi.pgsql.SQL(sample_sql or ""), where)
+    target = _CopyBatches(int(d["dims"]), sink, batch_rows)
+    cur.copy_expert(query, target)
+    target.close()
+    return target.rows
+
+
+# ---------------------------------------------------------------- queries and ground truth
+
+
+def sample_queries(cur, d, rows, n, seed=SEED):
+    """Up to ``n`` stored rows as held-out queries: (keys int64[n], vectors float32[n, dims]), reproducible."""
+    require_numpy()
+    got_k, got_v = [], []
+
+    def sink(keys, vecs):
+        got_k.append(keys)
+        got_v.append(vecs)
+
+    if rows <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, int(d["dims"])), dtype=np.float32)
+    pct = min(100.0, 100.0 * n * 2.0 / rows + 0.5)
+    sample_sql = " TABLESAMPLE BERNOULLI (%r) REPEATABLE (%d)" % (float(pct), int(seed)) if pct < 100 else ""
+    copy_vectors(cur, d, sink, sample_sql=sample_sql)
+    keys = np.concatenate(got_k) if got_k else np.zeros(0, dtype=np.int64)
+    vecs = np.concatenate(got_v) if got_v else np.zeros((0, int(d["dims"])), dtype=np.float32)
+    order = np.random.default_rng(seed).permutation(len(keys))[:n]
+    return keys[order], vecs[order]
+
+
+def _scores(metric, x, q):
+    """Higher is nearer: cosine (normalised dot), inner product (dot), l2 (minus squared distance, |q|^2 dropped)."""
+    if metric == "cosine":
+        xn = np.linalg.norm(x, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = (x / xn) @ q.T
+    elif metric == "inner_product":
+        s = x @ q.T
+    else:
+        s = 2.0 * (x @ q.T) - np.einsum("ij,ij->i", x, x)[:, None]
+    s[~np.isfinite(s)] = -np.inf  # zero vectors: pgvector's distance is NaN, sorted last
+    return s
+
+
+def exact_topk(cur, d, qkeys, qvecs, k, filter_sql=None, batch_rows=4096):
+    """Exact top-k (ctid keys, best first) of each query in one pass over the table, each query's own row excluded.
+
+    Returns (list of key lists, stats {rows, seconds, passes: 1}).
+    """
+    require_numpy()
+    t0 = time.perf_counter()
+    nq = len(qkeys)
+    q = qvecs.astype(np.float32)
+    if d["metric"] == "cosine":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        q[~np.isfinite(q)] = 0.0
+    best_s = np.full((0, nq), -np.inf, dtype=np.float32)
+    best_k = np.zeros((0, nq), dtype=np.int64)
+    state = {"s": best_s, "k": best_k}
+    order = np.argsort(qkeys)
+    sorted_keys = qkeys[order]
+
+    def sink(keys, vecs):
+        s = _scores(d["metric"], vecs, q)
+        pos = np.searchsorted(sorted_keys, keys)
+        pos[pos >= len(sorted_keys)] = 0
+        mine = np.nonzero(sorted_keys[pos] == keys)[0] if nq else []
+        for r in mine:  # a query's own row is never its answer
+            s[r, order[pos[r]]] = -np.inf
+        kk = np.broadcast_to(keys[:, None], s.shape)
+        all_s = np.concatenate([state["s"], s], axis=0)
+        all_k = np.concatenate([state["k"], kk], axis=0)
+        if all_s.shape[0] > k:
+            part = np.argpartition(-all_s, k - 1, axis=0)[:k]
+            all_s = np.take_along_axis(all_s, part, axis=0)
+            all_k = np.take_along_axis(all_k, part, axis=0)
+        state["s"], state["k"] = all_s, all_k
+
+    rows = copy_vectors(cur, d, sink, where_sql=filter_sql, batch_rows=batch_rows)
+    s, kk = state["s"], state["k"]
+    out = []
+    for j in range(nq):
+        o = np.argsort(-s[:, j], kind="stable")
+        out.append([int(kk[i, j]) for i in o if np.isfinite(s[i, j])])
+    return out, {"rows": rows, "seconds": round(time.perf_counter() - t0, 3), "passes": 1}
+
+
+# ---------------------------------------------------------------- the index's answers
+
+
+def literal(vec):
+    return "[" + ",".join("%.9g" % x for x in vec) + "]"
+
+
+def _knn_sql(d, filter_sql=None):
+    expr, cast = vi.search_expr(d)
+    op = vi.METRICS[d["metric"]][1]
+    where = vi.pgsql.SQL(" WHERE (" + filter_sql + ")") if filter_sql else vi.pgsql.SQL("")
+    return vi.pgsql.SQL("SELECT ctid::text, {} " + op + " %(q)s::" + cast + " FROM {}{} ORDER BY {} " + op
+                        + " %(q)s::" + cast + " LIMIT %(n)s").format(
+        expr, vi.pgsql.Identifier(d["schema"], d["table"]), where, expr)
+
+
+def set_local(cur, settings):
+    for name, value in sorted((settings or {}).items()):
+        cur.execute("SELECT set_config(%s, %s, true)", (name, str(value)))
+
+
+def index_used(cur, d, qvec, filter_sql=None):
+    """Name of the index the planner uses for the application's query (None: no index)."""
+    cur.execute(vi.pgsql.SQL("EXPLAIN (FORMAT JSON) ") + _knn_sql(d, filter_sql), {"q": literal(qvec), "n": 10})
+    stack = [cur.fetchone()[0]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("Index Name") and node.get("Node Type") in ("Index Scan", "Index Only Scan"):
+                return node["Index Name"]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def index_answers(cur, d, qkeys, qvecs, k, filter_sql=None):
+    """Each query's answer through the session's current settings: (key lists, distance lists, ms per query)."""
+    sql = _knn_sql(d, filter_sql)
+    keys, dists, times = [], [], []
+    for key, vec in zip(qkeys, qvecs):
+        lit = literal(vec)
+        t0 = time.perf_counter()
+        cur.execute(sql, {"q": lit, "n": k + 1})
+        rows = cur.fetchall()
+        times.append((time.perf_counter() - t0) * 1000.0)
+        got = [(tid_key(t), dist) for t, dist in rows if tid_key(t) != int(key)][:k]
+        keys.append([g[0] for g in got])
+        dists.append([g[1] for g in got])
+    return keys, dists, times
+
+
+def _kth_distance(cur, d, vec, key):
+    expr, cast = vi.search_expr(d)
+    op = vi.METRICS[d["metric"]][1]
+    cur.execute(vi.pgsql.SQL("SELECT {} " + op + " %s::" + cast + " FROM {} WHERE ctid = %s::tid").format(
+        expr, vi.pgsql.Identifier(d["schema"], d["table"])), (literal(vec), "(%d,%d)" % (key // 65536, key % 65536)))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def per_query_recall(cur, d, qkeys, qvecs, truth, got, dists, k):
+    """Recall of each query (hits / the exact answer's size) and whether it got as many rows as the exact answer."""
+    recalls, full = [], []
+    for i, want in enumerate(truth):
+        want = want[:k]
+        if not want:
+            recalls.append(1.0)
+            full.append(True)
+            continue
+        wanted = set(want)
+        hits = sum(1 for g in got[i] if g in wanted)
+        misses = [dd for g, dd in zip(got[i], dists[i]) if g not in wanted]
+        if misses:  # ties: a row as near as the k-th exact neighbour is as good an answer
+            kth = _kth_distance(cur, d, qvecs[i], want[-1])
+            if kth is not None:
+                hits += sum(1 for dd in misses if dd is not None and dd <= kth + 1e-6 * max(1.0, abs(kth)))
+        recalls.append(min(1.0, hits / float(len(want))))
+        full.append(len(got[i]) >= len(want))
+    return recalls, full
+
+
+def bootstrap_bounds(values, seed=SEED, resamples=BOOTSTRAP_RESAMPLES, confidence=CONFIDENCE):
+    """(mean, one-sided lower bound, one-sided upper bound) at ``confidence``, percentile bootstrap over queries."""
+    require_numpy()
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return None, None, None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    step = max(1, 200000 // max(len(v), 1))
+    for s in range(0, resamples, step):
+        m = min(step, resamples - s)
+        means[s:s + m] = v[rng.integers(0, len(v), (m, len(v)))].mean(axis=1)
+    return float(v.mean()), float(np.quantile(means, 1 - confidence)), float(np.quantile(means, confidence))
+
+
+def summarise(recalls, full, times, seed=SEED):
+    est, lo, hi = bootstrap_bounds(recalls, seed)
+    return {"recall": round(est, 4), "lower": round(lo, 4), "upper": round(hi, 4), "queries": len(recalls),
+            "full_k_share": round(sum(full) / float(len(full)), 4) if full else None,
+            "median_ms": round(statistics.median(times), 3) if times else None}
+
+
+def exact_latency_ms(cur, d, qvecs, k, n=3, filter_sql=None):
+    """Median latency of the exact query (index scans off) over ``n`` queries."""
+    set_local(cur, {"enable_indexscan": "off", "enable_bitmapscan": "off"})
+    sql = _knn_sql(d, filter_sql)
+    times = []
+    for vec in qvecs[:n]:
+        t0 = time.perf_counter()
+        cur.execute(sql, {"q": literal(vec), "n": k})
+        cur.fetchall()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    set_local(cur, {"enable_indexscan": "on", "enable_bitmapscan": "on"})
+    return round(statistics.median(times), 3) if times else None
+
+
+class Sample(object):
+    """Held-out queries with their exact answers, grown on demand (``grow``), and per-setting recall cached."""
+
+    def __init__(self, cur, d, rows, k, start, cap, filter_sql=None, seed=SEED, batch_rows=4096):
+        self.cur, self.d, self.k, self.filter_sql, self.seed, self.batch_rows = cur, d, k, filter_sql, seed, batch_rows
+        self.keys, self.vecs = sample_queries(cur, d, rows, cap, seed)
+        self.cap = len(self.keys)
+        self.truth = []
+        self.truth_stats = {"rows": 0, "seconds": 0.0, "passes": 0}
+        self.cache = {}
+        self.n = 0
+        self.grow(min(start, self.cap))
+
+    def grow(self, n):
+        """Use the first ``n`` queries.  The first call computes the exact answers of the starting sample; the first
+        growth beyond it computes those of every remaining query up to the cap: at most two passes over the table."""
+        n = min(n, self.cap)
+        if n <= self.n:
+            return False
+        if n > len(self.truth):
+            upto = n if not self.truth else self.cap
+            have = len(self.truth)
+            t, st = exact_topk(self.cur, self.d, self.keys[have:upto], self.vecs[have:upto], self.k, self.filter_sql,
+                               self.batch_rows)
+            self.truth.extend(t)
+            self.truth_stats = {"rows": st["rows"], "seconds": round(self.truth_stats["seconds"] + st["seconds"], 3),
+                                "passes": self.truth_stats["passes"] + 1}
+        self.n = n
+        return True
+
+    def measure(self, settings, force_index=True, label=None):
+        """Recall of the first ``n`` queries with ``settings`` (GUC: value) set locally: summarise() + per-query lists."""
+        key = label if label is not None else tuple(sorted((settings or {}).items())) + (force_index,)
+        have = self.cache.setdefault(key, {"recalls": [], "full": [], "times": []})
+        done = len(have["recalls"])
+        if done < self.n:
+            set_local(self.cur, dict(settings or {}, enable_seqscan="off" if force_index else "on"))
+            ks, vs = self.keys[done:self.n], self.vecs[done:self.n]
+            got, dists, times = index_answers(self.cur, self.d, ks, vs, self.k, self.filter_sql)
+            r, f = per_query_recall(self.cur, self.d, ks, vs, self.truth[done:self.n], got, dists, self.k)
+            have["recalls"].extend(r)
+            have["full"].extend(f)
+            have["times"].extend(times)
+            set_local(self.cur, {"enable_seqscan": "on"})
+        out = summarise(have["recalls"][:self.n], have["full"][:self.n], have["times"][:self.n], self.seed)
+        return out
+
+
+def begin_snapshot(cur):
+    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
+def end_snapshot(cur):
+    cur.execute("ROLLBACK")
+
+
+# ---------------------------------------------------------------- every vector index of a database (restore test)
+
+
+def database_indexes(cur):
+    """Every valid hnsw / ivfflat index of the database as a measurable declaration (expression halfvec ones too),
+    or with ``unsupported`` naming why it cannot be measured (an operator class without a numpy metric)."""
+    cur.execute(
+        "SELECT n.nspname, t.relname, i.relname, am.amname, a.attname, opc.opcname, pg_get_indexdef(i.oid, 1, true)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+        " JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_am am ON am.oid = i.relam"
+        " JOIN pg_opclass opc ON opc.oid = x.indclass[0]"
+        " LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]"
+        " WHERE am.amname IN ('hnsw', 'ivfflat') AND x.indisvalid ORDER BY 1, 2, 3")
+    out = []
+    for schema, table, name, method, column, opclass, key in cur.fetchall():
+        entry = {"schema": schema, "table": table, "name": name, "method": method, "opclass": opclass}
+        expression = column is None
+        if expression:
+            m = vi.HALFVEC_EXPR.match(key or "")
+            if not m:
+                out.append(dict(entry, column=key, unsupported="expression %s is not a halfvec cast of a column" % key))
+                continue
+            column = m.group(1)
+        metric = vi.OPCLASS_METRIC.get(opclass.replace("halfvec_", "vector_", 1))
+        if metric is None:
+            out.append(dict(entry, column=column, unsupported="operator class %s is not measured (cosine, l2 and inner "
+                                                               "product are)" % opclass))
+            continue
+        d = vi.normalize({"schema": schema, "table": table, "column": column, "name": name, "metric": metric,
+                          "method": method, "type": "halfvec" if expression else "auto"})
+        d["resolved_method"] = method
+        vi.table_state(cur, d)
+        d["name"] = name
+        out.append(dict(entry, column=column, decl=d))
+    return out
+
+
+def check_indexes(cur, samples=10, k=10, min_recall=0.8, settings=None):
+    """Held-out recall@k through every vector index of the database, inside the caller's transaction.
+
+    ``settings`` default to a wide search (hnsw.ef_search 100, ivfflat.probes 10): this checks that an index
+    works (a restored one, say), not the application's recall/latency trade-off.  Returns (notes, problems).
+    """
+    settings = settings or {"hnsw.ef_search": 100, "ivfflat.probes": 10}
+    notes, problems = [], []
+    for ix in database_indexes(cur):
+        label = "%s.%s (%s, %s)" % (ix["schema"], ix["name"], ix["method"], ix["opclass"])
+        if ix.get("unsupported"):
+            notes.append("%s: not measured: %s" % (label, ix["unsupported"]))
+            continue
+        d = ix["decl"]
+        rows = vi._one(cur, vi.pgsql.SQL("SELECT count(*) FROM {}").format(vi.pgsql.Identifier(d["schema"], d["table"])))
+        if rows <= k:
+            notes.append("%s: %d rows, too few to measure recall@%d: check skipped" % (label, rows, k))
+            continue
+        sample = Sample(cur, d, rows, k, samples, samples)
+        st = sample.measure(settings)
+        full = int(round((st["full_k_share"] or 0) * st["queries"]))
+        line = "%s: recall@%d %.3f (95%% lower bound %.3f) on %d held-out queries, %d/%d got %d rows" % (
+            label, k, st["recall"], st["lower"], st["queries"], full, st["queries"], k)
+        (notes if st["recall"] >= min_recall else problems).append(line)
+    return notes, problems

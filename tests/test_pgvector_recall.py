@@ -1,0 +1,294 @@
+"""Recall that holds on unseen data, the version floor, halfvec and filtered queries
+(module_utils/vector_recall.py, vector_tune.py, vector_extension.py) against the real embedded
+PostgreSQL + pgvector 0.8.5.
+
+Datasets are small (CI-sized) numpy mixtures; the 20,000 x 1536 figures are in bench/bench_vector.py.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from io import BytesIO
+
+import numpy as np
+import psycopg2
+import pytest
+
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
+from dbops import dump
+
+K = 10
+
+
+def execute(dsn, *statements, params=None):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for s in statements:
+                cur.execute(s, params)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+class Mixture:
+    """Small clusters in low-dimensional subspaces plus isotropic noise; ``draw`` gives fresh points."""
+
+    def __init__(self, dims, clusters, seed=5, spread=0.5, intrinsic=8):
+        rng = np.random.default_rng(seed)
+        self.dims, self.intrinsic, self.spread = dims, intrinsic, spread
+        self.centers = rng.normal(0, 1, (clusters, dims)).astype(np.float32)
+        self.basis = (rng.normal(0, 1, (clusters, intrinsic, dims)) / np.sqrt(intrinsic)).astype(np.float32)
+
+    def draw(self, n, seed):
+        rng = np.random.default_rng(seed)
+        lab = rng.integers(0, len(self.centers), n)
+        z = rng.normal(0, 1, (n, self.intrinsic)).astype(np.float32)
+        x = self.centers[lab] + self.spread * np.einsum("ni,nid->nd", z, self.basis[lab])
+        return (x + 0.05 * rng.normal(0, 1, x.shape)).astype(np.float32)
+
+
+def copy_rows(dsn, table, data, start=0, src=None):
+    """Binary COPY of (id, v[, src]) rows; the session's statistics are flushed before it closes."""
+    dims = data.shape[1]
+    buf = BytesIO()
+    buf.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0))
+    be = data.astype(">f4")
+    for i in range(len(data)):
+        buf.write(struct.pack("!h", 3 if src is not None else 2) + struct.pack("!iq", 8, start + i)
+                  + struct.pack("!ihh", 4 + 4 * dims, dims, 0) + be[i].tobytes())
+        if src is not None:
+            s = src[i].encode()
+            buf.write(struct.pack("!i", len(s)) + s)
+    buf.write(struct.pack("!h", -1))
+    buf.seek(0)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cols = "(id, v, src)" if src is not None else "(id, v)"
+        cur.copy_expert(f"COPY {table} {cols} FROM STDIN WITH (FORMAT binary)", buf)
+        cur.execute(f"ANALYZE {table}")
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    conn.close()
+
+
+def counters(dsn, table):
+    return execute(dsn, "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_all_tables WHERE relid = %s::regclass",
+                   params=(table,))[0][0]
+
+
+def wait_for_counters(dsn, table, at_least):
+    for _ in range(50):
+        if counters(dsn, table) >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError("statistics counters of %s never reached %d" % (table, at_least))
+
+
+def fresh_recall(dsn, data, queries, sql="SELECT id FROM items ORDER BY v <=> %s::vector LIMIT 10", cast=None):
+    """Held-out recall@10 of fresh queries (never rows) through a new session: numpy truth, the app's settings."""
+    norm = data / np.linalg.norm(data, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    want = np.argsort(-(qn @ norm.T), axis=1)[:, :K]
+    conn = psycopg2.connect(dsn)
+    per = []
+    with conn.cursor() as cur:
+        for q, w in zip(queries, want):
+            cur.execute(sql, (vr.literal(q),))
+            per.append(len({r[0] for r in cur.fetchall()} & {int(x) for x in w}) / K)
+    conn.close()
+    return float(np.mean(per))
+
+
+@pytest.fixture
+def db(scratch_db):
+    dsn = scratch_db["dsn"]
+    execute(dsn, "CREATE EXTENSION vector")
+    return {"dsn": dsn, "conn": {"dsn": dsn}, "name": scratch_db["name"]}
+
+
+# ------------------------------------------------------------------ version floor
+
+
+@pytest.mark.parametrize("version,serial,blocked", [
+    ("0.8.5", False, False), ("0.8.2", False, False), ("0.5.1", False, False),
+    ("0.6.0", True, False), ("0.7.4", True, False), ("0.8.0", True, False), ("0.8.1", True, False),
+    ("0.3.0", False, True), ("0.2.7", False, True), ("0.4.3", False, True),
+])
+def test_version_floor_table(version, serial, blocked):
+    a = vext.assess(version)
+    assert a["serial_builds"] is serial and bool(a["blocked"]) is blocked, a
+    assert vext.parallel_workers_for(version, 2) == (0 if serial else 2)
+    if version == "0.8.5":
+        assert a["warnings"] == [] and a["defects"] == []
+    if serial:
+        line = next(w for w in a["warnings"] if "CVE-2026-3172" in w)
+        assert "fixed in 0.8.2" in line and "max_parallel_maintenance_workers = 0" in line
+        assert "ALTER EXTENSION vector UPDATE" in line and "pgvector_update_extension" in line
+
+
+def test_parallel_build_guard_warning_and_extension_update(db):
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(8) NOT NULL)",
+            "INSERT INTO items SELECT i, array_fill(i::real, ARRAY[8])::vector FROM generate_series(1, 50) i",
+            # the catalog records 0.8.1 as the installed SQL-level version (the loaded library stays 0.8.5)
+            "UPDATE pg_extension SET extversion = '0.8.1' WHERE extname = 'vector'")
+    decl = [{"table": "items", "column": "v"}]
+    r = vi.ensure_indexes(db["conn"], decl, parallel_workers=2)
+    assert "SET max_parallel_maintenance_workers = 0" in r["queries"], r["queries"]
+    assert any("CVE-2026-3172" in w for w in r["warnings"])
+    check = vt.recall_check(db["conn"], decl)
+    assert any("CVE-2026-3172" in w and "ALTER EXTENSION vector UPDATE" in w for w in check["version_warnings"])
+    plan = vi.ensure_indexes(db["conn"], decl, update_extension=True, check_mode=True)
+    assert plan["queries"] == ["ALTER EXTENSION vector UPDATE"]
+    assert execute(db["dsn"], "SELECT extversion FROM pg_extension WHERE extname = 'vector'") == [("0.8.1",)]
+    r = vi.ensure_indexes(db["conn"], decl, update_extension=True)
+    assert r["queries"] == ["ALTER EXTENSION vector UPDATE"] and r["warnings"] == []
+    assert execute(db["dsn"], "SELECT extversion FROM pg_extension WHERE extname = 'vector'") == [("0.8.5",)]
+    assert vt.recall_check(db["conn"], decl)["version_warnings"] == []
+
+
+# ------------------------------------------------------------------ the measurement itself
+
+
+def test_one_pass_ground_truth_equals_exact_sql(db):
+    mix = Mixture(32, 40)
+    data = mix.draw(1500, seed=1)
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(32) NOT NULL)")
+    copy_rows(db["dsn"], "items", data)
+    for metric, op in (("cosine", "<=>"), ("l2", "<->"), ("inner_product", "<#>")):
+        d = vi.normalize({"table": "items", "column": "v", "metric": metric})
+        conn = psycopg2.connect(db["dsn"])
+        cur = conn.cursor()
+        rows = vi.table_state(cur, d)["rows"]
+        keys, vecs = vr.sample_queries(cur, d, rows, 20)
+        truth, stats = vr.exact_topk(cur, d, keys, vecs, K, batch_rows=256)  # several batches
+        assert stats == {"rows": 1500, "seconds": stats["seconds"], "passes": 1}
+        for key, vec, want in zip(keys, vecs, truth):
+            cur.execute("SELECT ctid::text FROM items WHERE ctid <> %s::tid ORDER BY v " + op + " %s::vector LIMIT 10",
+                        ("(%d,%d)" % (key // 65536, key % 65536), vr.literal(vec)))
+            exact = [vr.tid_key(r[0]) for r in cur.fetchall()]
+            assert int(key) not in want and len(set(want) & set(exact)) >= 9, metric  # float ties at most
+        conn.close()
+    lo = vr.bootstrap_bounds([1.0] * 50 + [0.5] * 50)
+    assert lo[0] == 0.75 and 0.70 < lo[1] < 0.75 < lo[2] < 0.80
+
+
+def test_held_out_estimate_matches_fresh_queries_and_is_not_re_measured(db):
+    mix = Mixture(48, 150, spread=0.6)
+    data = mix.draw(4000, seed=1)
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(48) NOT NULL)")
+    copy_rows(db["dsn"], "items", data)
+    decl = [{"table": "items", "column": "v", "m": 6, "ef_construction": 12}]  # a weak graph: ef_search matters
+    vi.ensure_indexes(db["conn"], decl)
+    r = vt.tune(db["conn"], decl, recall_target=0.95, sample_size=100, max_sample_size=400)
+    e = r["indexes"][0]
+    assert e["status"] == "measured" and e["lower"] >= 0.95 and e["value"] > 40, e
+    assert e["truth_passes"] <= 2 and len(e["curve"]) >= 2
+    held_out = fresh_recall(db["dsn"], data, mix.draw(1000, seed=9))  # never rows of the table
+    assert abs(e["recall"] - held_out) <= 0.03 and held_out >= 0.95, (e["detail"], held_out)
+
+    check = vt.recall_check(db["conn"], decl)["checks"][0]  # verify's check: the same estimate and bound
+    assert check["status"] == "pass" and check["source"] == "stored", check
+    assert (check["recall"], check["lower"], check["queries"]) == (e["recall"], e["lower"], e["queries"])
+    assert abs(check["recall"] - held_out) <= 0.03
+
+    t0 = time.perf_counter()
+    again = vt.tune(db["conn"], decl, recall_target=0.95, sample_size=100, max_sample_size=400)
+    assert not again["changed"] and again["indexes"][0]["status"] == "kept" and time.perf_counter() - t0 < 2
+
+    before = counters(db["dsn"], "items")
+    copy_rows(db["dsn"], "items", mix.draw(200, seed=2), start=10000)  # 5%: below the 10% re-measure share
+    wait_for_counters(db["dsn"], "items", before + 200)
+    assert vt.tune(db["conn"], decl, recall_target=0.95)["indexes"][0]["status"] == "kept"
+    copy_rows(db["dsn"], "items", mix.draw(300, seed=3), start=20000)  # 12.5% in all
+    wait_for_counters(db["dsn"], "items", before + 500)
+    fresh = vt.recall_check(db["conn"], decl)["checks"][0]
+    assert fresh["source"] == "measured" and "12.5% of the rows changed" in fresh["reason"], fresh
+    assert abs(fresh["recall"] - held_out) <= 0.03
+    r = vt.tune(db["conn"], decl, recall_target=0.95)
+    assert r["indexes"][0]["status"] == "measured" and "12.5% of the rows changed" in r["indexes"][0]["reason"]
+    meta = vi.read_index(psycopg2.connect(db["dsn"]).cursor(), "public", "items_v_hnsw_cosine")["meta"]
+    assert meta["recall"]["rows"] == 4500 and meta["recall"]["value"] == r["indexes"][0]["value"]
+
+
+# ------------------------------------------------------------------ halfvec
+
+
+def test_halfvec_expression_index_on_3072_dims_tuned_checked_and_restore_checked(db):
+    mix = Mixture(3072, 60, spread=0.5)
+    data = mix.draw(1200, seed=1)
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(3072) NOT NULL)")
+    copy_rows(db["dsn"], "items", data)
+    decl = [{"table": "items", "column": "v"}]  # more than 2000 dimensions: halfvec implied
+    r = vi.ensure_indexes(db["conn"], decl)
+    p = r["indexes"][0]
+    assert p["name"] == "items_v_halfvec_hnsw_cosine" and p["storage"] == "halfvec_expr"
+    assert "((v::halfvec(3072)) halfvec_cosine_ops)" in p["sql"].replace('"', ""), p["sql"]
+    assert p["app_query"] == "SELECT ... FROM public.items ORDER BY v::halfvec(3072) <=> $1::halfvec(3072) LIMIT 10"
+    assert not vi.ensure_indexes(db["conn"], decl)["changed"]
+    assert not vi.ensure_indexes(db["conn"], [{"table": "items", "column": "v", "type": "halfvec"}])["changed"]
+    app_sql = "SELECT id FROM items ORDER BY v::halfvec(3072) <=> %s::halfvec(3072) LIMIT 10"
+    plan = execute(db["dsn"], "EXPLAIN " + app_sql, params=(vr.literal(data[0]),))
+    assert "items_v_halfvec_hnsw_cosine" in "\n".join(x[0] for x in plan)
+    t = vt.tune(db["conn"], decl, recall_target=0.95, sample_size=60, max_sample_size=120)
+    e = t["indexes"][0]
+    assert e["status"] == "measured" and e["lower"] >= 0.95, e
+    held_out = fresh_recall(db["dsn"], data, mix.draw(60, seed=9), sql=app_sql)
+    assert abs(e["recall"] - held_out) <= 0.03, (e["detail"], held_out)
+    check = vt.recall_check(db["conn"], decl)["checks"][0]
+    assert check["status"] == "pass" and "halfvec(3072)" in check["app_query"]
+    conn = psycopg2.connect(db["dsn"])
+    with conn.cursor() as cur:
+        notes, problems = dump.nearest_neighbour_checks(cur)
+    conn.close()
+    assert problems == [] and len(notes) == 1 and "items_v_halfvec_hnsw_cosine (hnsw, halfvec_cosine_ops)" in notes[0]
+    assert f"{dump.NN_SAMPLES}/{dump.NN_SAMPLES} got 10 rows" in notes[0], notes
+
+
+# ------------------------------------------------------------------ filtered queries and iterative scans
+
+
+def test_filtered_recall_and_iterative_scan(db):
+    mix = Mixture(32, 100, spread=0.6)
+    n = 6000
+    data = mix.draw(n, seed=1)
+    src = ["rare" if i % 10 == 0 else "common" for i in range(n)]  # 10%: too many for the planner to scan them all
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(32) NOT NULL, src text NOT NULL)")
+    copy_rows(db["dsn"], "items", data, src=src)
+    decl = [{"table": "items", "column": "v", "filter": "src = 'rare'"}]
+    vi.ensure_indexes(db["conn"], decl)
+    off = vt.tune(db["conn"], decl, iterative_scan="off", sample_size=100, max_sample_size=200)["indexes"][0]["filtered"]
+    assert off["filter"] == "src = 'rare'" and off["index_used"], off
+    assert off["full_k_share"] < 0.5 and off["recall"] < 0.8, off  # of the ef_search candidates, 10% match
+    r = vt.tune(db["conn"], decl, iterative_scan="strict_order", max_scan_tuples=20000, sample_size=100, max_sample_size=200)
+    assert r["settings"]["hnsw.iterative_scan"] == "strict_order" and r["settings"]["hnsw.max_scan_tuples"] == 20000
+    assert any("SET hnsw.iterative_scan = 'strict_order'" in q for q in r["queries"])
+    strict = r["indexes"][0]["filtered"]
+    assert strict["full_k_share"] == 1.0 and strict["recall"] >= 0.9, strict
+    conn = psycopg2.connect(db["dsn"])  # a new session gets the database setting
+    with conn.cursor() as cur:
+        cur.execute("SELECT '[1]'::vector")
+        cur.execute("SHOW hnsw.iterative_scan")
+        assert cur.fetchone()[0] == "strict_order"
+    conn.close()
+    check = vt.recall_check(db["conn"], decl)["checks"][0]
+    assert check["source"] == "stored" and check["filtered"]["full_k_share"] == 1.0 and check["status"] == "pass"
+    assert "filtered (src = 'rare')" in check["detail"]
+    execute(db["dsn"], "ALTER DATABASE \"%s\" SET hnsw.iterative_scan = off" % db["name"])
+    failed = vt.recall_check(db["conn"], decl)["checks"][0]  # the setting changed: measured again, and it fails
+    assert failed["source"] == "measured" and failed["status"] == "fail", failed
+    assert "iterative_scan" in failed["cause"] and "pgvector_iterative_scan" in failed["fix"]
+
+
+def test_bad_filter_and_type_are_refused_before_anything_changes():
+    with pytest.raises(vi.VectorIndexError) as ei:
+        vi.normalize({"table": "t", "column": "v", "filter": "a = 1; DROP TABLE t"})
+    assert "one SQL predicate" in ei.value.msg
+    with pytest.raises(vi.VectorIndexError) as ei:
+        vi.normalize({"table": "t", "column": "v", "type": "float8"})
+    assert "auto, vector, halfvec" in ei.value.msg
