@@ -8,6 +8,7 @@ converge -> a second run changes nothing -> check mode after converge reports no
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -172,6 +173,9 @@ def secrets_of(local_stack, boto3_client) -> list[str]:
         values.append(value)
         if "://" in value:
             values.append(re.match(r"postgres://[^:]+:([^@]+)@", value).group(1))
+    sm = boto3_client("secretsmanager")  # the RDS-managed master password
+    for secret in sm.list_secrets()["SecretList"]:
+        values.append(json.loads(sm.get_secret_value(SecretId=secret["ARN"])["SecretString"])["password"])
     return values
 
 
@@ -240,13 +244,22 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     param = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
     assert param["Type"] == "SecureString"
     url = param["Value"]
-    assert re.fullmatch(r"postgres://app_user:[A-Za-z0-9]{32}@127\.0\.0\.1:\d+/ndis_chatbot\?sslmode=require", url)
+    ca = re.escape(local_stack["tls"]["ca_file"])
+    assert re.fullmatch(rf"postgres://app_user:[A-Za-z0-9]{{32}}@127\.0\.0\.1:\d+/ndis_chatbot\?sslmode=verify-full&sslrootcert={ca}", url)
+    # A new instance: RDS keeps the master password (the secret holds the embedded server's, moto
+    # patch 6) and nothing else keeps a copy; the CA and the rotation schedule are as declared.
+    assert instance["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
+    secret_arn = instance["MasterUserSecret"]["SecretArn"]
+    secret = boto3_client("secretsmanager").describe_secret(SecretId=secret_arn)
+    assert (secret["RotationEnabled"], secret["RotationRules"]["AutomaticallyAfterDays"]) == (True, 7)
+    names = [p["Name"] for p in boto3_client("ssm").describe_parameters()["Parameters"]]
+    assert "/ndis-chatbot/local/rds/master_password" not in names
 
 
 def test_app_user_is_least_privilege(local_stack, boto3_client):
     url = boto3_client("ssm").get_parameter(
         Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]["Value"]
-    # The URL as stored: it points at the local stack's TLS endpoint and says sslmode=require.
+    # The URL as stored: it points at the local stack's TLS endpoint and verifies it (verify-full).
     conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -307,7 +320,7 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
     rds.modify_db_parameter_group(DBParameterGroupName=groups[0]["DBParameterGroupName"], Parameters=[
         {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "immediate"}])
     url = ssm.get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]["Value"]
-    ssm.put_parameter(Name="/ndis-chatbot/local/DATABASE_URL", Value=url.replace("sslmode=require", "sslmode=prefer"),
+    ssm.put_parameter(Name="/ndis-chatbot/local/DATABASE_URL", Value=url.replace("sslmode=verify-full", "sslmode=prefer"),
                       Type="SecureString", Overwrite=True)
     conn = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
     conn.autocommit = True
