@@ -79,6 +79,10 @@ source:
   description: Where the password came from, without the value (secret ARN, SSM name, supplied, none).
   returned: always
   type: str
+secret_arn:
+  description: ARN of the RDS-managed secret; empty in mode C(ssm).
+  returned: always
+  type: str
 """
 
 import json
@@ -105,7 +109,7 @@ def main():
     p = module.params
     ident = p["db_instance_identifier"]
     out = dict(changed=False, exists=False, endpoint_address="", endpoint_port=5432, username="", password="",
-               mode="", source="none")
+               mode="", source="none", secret_arn="")
     try:
         try:
             instance = module.client("rds").describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
@@ -119,7 +123,8 @@ def main():
         if out["mode"] == "managed":
             arn = instance["MasterUserSecret"]["SecretArn"]
             value = module.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-            out.update(password=json.loads(value).get("password") or "", source="Secrets Manager secret " + arn)
+            out.update(password=json.loads(value).get("password") or "", source="Secrets Manager secret " + arn,
+                       secret_arn=arn)
         elif p["supplied_password"]:
             out.update(password=p["supplied_password"], source="supplied", mode=out["mode"] or "ssm")
         elif p["ssm_parameter_name"]:
