@@ -211,7 +211,7 @@ def test_converge_then_second_run_changes_nothing(local_stack):
     first = run_playbook(local_stack)
     assert first.returncode == 0, first.stdout[-6000:]
     assert recap(first.stdout)["changed"] > 0
-    assert "VERIFY ndis-chatbot-local: 11/11 passed" in first.stdout
+    assert "VERIFY ndis-chatbot-local: 12/12 passed" in first.stdout
     if "fresh check" in RUNS:  # the dry run on the fresh stack predicted exactly this run
         assert prediction_gap(RUNS["fresh check"], first.stdout) == {
             "predicted, not changed": [], "changed, not predicted": []}
