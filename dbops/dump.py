@@ -26,7 +26,8 @@ table's row count with the manifest, measures held-out recall@10 through every v
 scratch database (always) and prints PASS or FAIL with what differed.
 
 Connection: libpq's environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE, PGPASSWORD
-or PGPASSFILE), or --password-ssm-parameter NAME to read the password from an SSM
+or PGPASSFILE), --password-secret-id ID for an RDS-managed master password (Secrets Manager),
+or --password-ssm-parameter NAME to read the password from an SSM
 SecureString at run time.  The password is never put on a command line and never printed:
 pg_dump/pg_restore get it through their environment only.  AWS: boto3's own chain
 (AWS_REGION, AWS_ENDPOINT_URL, profile, instance role).
@@ -138,6 +139,19 @@ def password_from_ssm(name: str) -> str:
         return boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except Exception as exc:  # botocore's error classes are generated; report any of them plainly
         raise DumpError(f"cannot read the password from SSM parameter {name}: {exc}") from None
+
+
+def password_from_secret(secret_id: str) -> str:
+    """The password in a Secrets Manager secret of RDS's shape ({"username": ..., "password": ...}),
+    as RDS keeps a managed master password (the secret named in MasterUserSecret)."""
+    import boto3
+
+    try:
+        value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+        return json.loads(value)["password"]
+    except Exception as exc:  # botocore's error classes are generated; report any of them plainly
+        raise DumpError(f"cannot read the password from Secrets Manager secret {secret_id}: "
+                        f"{type(exc).__name__}") from None
 
 
 # --------------------------------------------------------------------------
@@ -510,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--bindir", default=os.environ.get("DBOPS_PG_BINDIR", ""),
                        help="directory of pg_dump/pg_restore 16 (default: PATH)")
         p.add_argument("--password-ssm-parameter", help="read the password from this SSM SecureString")
+        p.add_argument("--password-secret-id",
+                       help="read the password from this Secrets Manager secret (an RDS-managed master password)")
         p.add_argument("--json", action="store_true", default=None, help="print JSON (default when not a tty)")
         if name == "dump":
             p.add_argument("--kms-key-id", help="KMS key for SSE-KMS (overrides the policy; default aws/s3)")
@@ -554,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {}
         if args.password_ssm_parameter:
             env["PGPASSWORD"] = password_from_ssm(args.password_ssm_parameter)
+        elif args.password_secret_id:
+            env["PGPASSWORD"] = password_from_secret(args.password_secret_id)
         target = Target(database=args.database, bindir=args.bindir, env=env)
         if args.command == "dump":
             kms = args.kms_key_id or dumps.get("kms_key_id")

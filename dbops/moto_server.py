@@ -675,6 +675,47 @@ def patch_describe_engine_default_parameters() -> None:
     RDSResponse.describe_engine_default_parameters = describe_engine_default_parameters  # type: ignore[attr-defined]
 
 
+# --------------------------------------------------------------------------
+# Patch 10: the secret of an RDS-managed master password holds a real password
+# --------------------------------------------------------------------------
+MASTER_PASSWORD_FILE_ENV = "NDIS_MOTO_MASTER_PASSWORD_FILE"
+
+
+def patch_rds_managed_master_secret() -> None:
+    """Real AWS: with ManageMasterUserPassword, RDS generates the master password,
+    sets it on the engine and keeps {"username": <master user>, "password": ...}
+    in the Secrets Manager secret named in MasterUserSecret (``rds!db-...``).
+    moto creates the secret with the fixed placeholder
+    {"username": "admin", "password": "P@55w0rd!"}, which no server accepts.
+    Here the engine behind the stand-in is the local stack's PostgreSQL, whose
+    admin password RDS cannot set: the secret holds that password instead, read
+    from the file named by NDIS_MOTO_MASTER_PASSWORD_FILE, by default
+    ``admin_password`` in the server's working directory (the local stack starts
+    moto in its state directory, where that file is).  Without the file (moto
+    alone, or the Docker scenario's container) the password is 32 random
+    letters and digits, as RDS draws one; the username is the instance's."""
+    import os
+    import secrets
+    import string
+
+    from moto.rds.models import MasterUserSecret
+
+    def _generate_secret_string(self: Any) -> str:
+        path = os.environ.get(MASTER_PASSWORD_FILE_ENV) or "admin_password"
+        try:
+            with open(path) as fh:
+                password = fh.read().strip()
+        except OSError:
+            password = ""
+        if not password:
+            alphabet = string.ascii_letters + string.digits
+            password = "".join(secrets.choice(alphabet) for _ in range(32))
+        username = getattr(self.resource, "master_username", None) or "admin"
+        return json.dumps({"username": username, "password": password})
+
+    MasterUserSecret._generate_secret_string = _generate_secret_string  # type: ignore[method-assign]
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
@@ -686,6 +727,7 @@ ALL_PATCHES = (
     patch_describe_db_major_engine_versions,
     patch_describe_orderable_postgres_options,
     patch_describe_engine_default_parameters,
+    patch_rds_managed_master_secret,
 )
 
 

@@ -65,7 +65,12 @@ def setup(local_stack, boto3_client, tmp_path):
         "backup_policy_aws_backup_managed_policies": [],
         "backup_policy_runner_render_dir": str(tmp_path / "runner"),
         "backup_policy_password_ssm_name": f"/bk-{tag}/master_password",
+        # this instance keeps its master password in SSM (the embedded server's, as it must be here):
+        # the credentials entry point of backup_now/restore_test reads it there
+        "rds_instance_master_password_ssm_name": f"/bk-{tag}/master_password",
     }))
+    boto3_client("ssm").put_parameter(Name=f"/bk-{tag}/master_password", Type="SecureString",
+                                      Value=local_stack["admin_password"], Overwrite=True)
     admin = psycopg2.connect(make_dsn(local_stack, "postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -134,8 +139,6 @@ def test_backups_then_dump_now_then_restore_test(local_stack, boto3_client, setu
 
     # The scheduled command itself (the cron entry's), run once by hand: it reads the
     # password from SSM like the timer would (a parameter of this test's own).
-    boto3_client("ssm").put_parameter(Name=setup["ssm"], Type="SecureString",
-                                      Value=local_stack["admin_password"], Overwrite=True)
     command = re.search(r"^0 16 \* \* \* root (.*)$", cron, re.M).group(1)
     ran = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr

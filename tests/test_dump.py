@@ -179,3 +179,15 @@ def test_latest_is_the_newest_dump_and_a_missing_one_is_explained(source, bucket
     assert dump.latest_manifest(dump.s3_client(), bucket["name"], "p", source["name"]) == new["manifest_key"]
     with pytest.raises(dump.DumpError, match="no dump manifest under s3://.*; run a dump first"):
         dump.latest_manifest(dump.s3_client(), bucket["name"], "elsewhere/", source["name"])
+
+
+def test_password_from_an_rds_managed_secret(aws, boto3_client):
+    """--password-secret-id: the scheduled dump reads an RDS-managed master password from its secret
+    (RDS's shape, {"username", "password"}); a missing secret is named, its value never printed."""
+    sm = boto3_client("secretsmanager")
+    name = f"rds!db-test-{uuid.uuid4().hex[:8]}"
+    arn = sm.create_secret(Name=name, SecretString=json.dumps({"username": "admin", "password": "Pw-" + "k" * 20}))["ARN"]
+    assert dump.password_from_secret(arn) == "Pw-" + "k" * 20
+    with pytest.raises(dump.DumpError, match="cannot read the password from Secrets Manager secret no-such"):
+        dump.password_from_secret("no-such-secret")
+    sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)

@@ -184,3 +184,36 @@ def test_patch9_postgres16_engine_default_parameters(boto3_client):
     assert set(group) == set(by_name)
     unknown = rds.describe_engine_default_parameters(DBParameterGroupFamily="postgres99")["EngineDefaults"]
     assert unknown.get("Parameters", []) == []
+
+
+def test_patch10_managed_master_secret_holds_the_servers_admin_password(boto3_client, local_stack):
+    """The stack's moto runs in its state directory and reads admin_password there: the
+    secret RDS names in MasterUserSecret logs in to the embedded server, as on AWS."""
+    import json
+
+    import psycopg2
+
+    rds, sm = boto3_client("rds"), boto3_client("secretsmanager")
+    name = uid("managed")
+    created = rds.create_db_instance(
+        DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.8",
+        DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="admin",
+        ManageMasterUserPassword=True,
+    )["DBInstance"]
+    secret = json.loads(sm.get_secret_value(SecretId=created["MasterUserSecret"]["SecretArn"])["SecretString"])
+    assert secret["username"] == "admin"
+    assert secret["password"] == local_stack["admin_password"], "the secret holds moto's placeholder, not the server's password"
+    pg = local_stack["pg"]
+    psycopg2.connect(host=pg["host"], port=pg["port"], user=secret["username"], password=secret["password"],
+                     dbname="postgres", connect_timeout=5).close()
+    # turning management on later (ModifyDBInstance) creates the same kind of secret
+    other = uid("switch")
+    rds.create_db_instance(DBInstanceIdentifier=other, Engine="postgres", EngineVersion="16.8",
+                           DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="dbmaster",
+                           MasterUserPassword="not-a-real-secret-1")
+    switched = rds.modify_db_instance(DBInstanceIdentifier=other, ManageMasterUserPassword=True,
+                                      ApplyImmediately=True)["DBInstance"]
+    secret = json.loads(sm.get_secret_value(SecretId=switched["MasterUserSecret"]["SecretArn"])["SecretString"])
+    assert secret == {"username": "dbmaster", "password": local_stack["admin_password"]}
+    for ident in (name, other):
+        rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True)

@@ -209,3 +209,44 @@ def test_module_four_steps_through_ansible(env, local_stack, tmp_path):
     for secret in (conn["password"], spec["app_password"]):
         assert secret not in proc.stdout + proc.stderr
     assert "PASSWORD '********'" in proc.stdout
+
+
+def test_iam_login_role_has_rds_iam_and_only_the_app_users_privileges(env):
+    """IAM database authentication: the login role is a member of rds_iam, has no password and holds
+    exactly what app_user holds. The embedded server has no rds_iam (RDS creates it on every instance):
+    without create_rds_iam_role that is an error naming the fix; with it a NOLOGIN stand-in is made.
+    Logging in with an IAM token cannot be tested here: nothing checks tokens locally."""
+    spec, conn = dict(env["spec"], iam_user=env["spec"]["app_user"] + "_iam", iam_comment="iam login"), env["conn"]
+    had_rds_iam = sql(env["admin_dsn"], "SELECT count(*) FROM pg_roles WHERE rolname = 'rds_iam'", fetch=True)[0][0]
+    try:
+        if not had_rds_iam:
+            with pytest.raises(pg_access.AccessError, match="role rds_iam does not exist on this server"):
+                pg_access.converge(conn, spec)
+        spec["create_rds_iam_role"] = True
+        planned = pg_access.converge(conn, spec, check_mode=True)
+        assert any(q == f'GRANT "rds_iam" TO "{spec["iam_user"]}"' for q in planned["queries"]), planned["queries"]
+        pg_access.converge(conn, spec)
+        sql(env["db_dsn"](), "CREATE TABLE t_iam (id int)", f'ALTER TABLE t_iam OWNER TO "{spec["owner"]}"')
+        assert pg_access.converge(conn, spec)["changed"]  # the new table's grants, for both logins
+        again = pg_access.converge(conn, spec)
+        assert not again["changed"], again["queries"]
+        iam, app = spec["iam_user"], spec["app_user"]
+        row = sql(env["admin_dsn"], f"""
+            SELECT r.rolcanlogin, r.rolsuper OR r.rolcreatedb OR r.rolcreaterole, a.rolpassword IS NULL,
+                   pg_has_role('{iam}', 'rds_iam', 'MEMBER'), r.rolconnlimit,
+                   (SELECT setconfig FROM pg_db_role_setting WHERE setrole = r.oid),
+                   (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'rds_iam')
+              FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = '{iam}'""", fetch=True)[0]
+        assert row == (True, False, True, True, 20, ["statement_timeout=30s"], False)
+        privs = """SELECT has_database_privilege('{r}', current_database(), 'CONNECT'),
+                          has_database_privilege('{r}', current_database(), 'CREATE'),
+                          has_schema_privilege('{r}', 'public', 'CREATE'),
+                          has_table_privilege('{r}', 't_iam', 'SELECT, INSERT, UPDATE, DELETE'),
+                          has_table_privilege('{r}', 't_iam', 'TRUNCATE'),
+                          has_table_privilege('{r}', 't_iam', 'REFERENCES')"""
+        got = {r: sql(env["db_dsn"](), privs.format(r=r), fetch=True)[0] for r in (iam, app)}
+        assert got[iam] == got[app] == (True, False, False, True, False, False)
+    finally:
+        sql(env["admin_dsn"], f'DROP DATABASE IF EXISTS "{spec["name"]}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{spec["iam_user"]}"')
+        if not had_rds_iam:
+            sql(env["admin_dsn"], "DROP ROLE IF EXISTS rds_iam")

@@ -215,3 +215,52 @@ def local_stack_env(stack):
     aws = stack["aws"]
     return {"AWS_ENDPOINT_URL": aws["endpoint_url"], "AWS_REGION": aws["region"],
             "AWS_ACCESS_KEY_ID": aws["access_key_id"], "AWS_SECRET_ACCESS_KEY": aws["secret_access_key"]}
+
+
+# --- connection settings: the CA, IAM authentication, who keeps the master password --------
+ACCESS = dict(INSTANCE, CACertificateIdentifier="rds-ca-rsa2048-g1", IAMDatabaseAuthenticationEnabled=False)
+
+
+def access_one(desired, apply_immediately=False, rotation=None, instance=ACCESS):
+    changes = rc.classify_access(instance, desired, apply_immediately, rotation)
+    assert len(changes) == 1, changes
+    return changes[0]
+
+
+def test_same_ca_iam_and_mode_no_change():
+    assert rc.classify_access(ACCESS, dict(ca_certificate_identifier="rds-ca-rsa2048-g1",
+                                           enable_iam_database_authentication=False,
+                                           master_password_mode="ssm")) == []
+    assert rc.classify_access(ACCESS, dict(master_password_mode="auto")) == []
+
+
+@pytest.mark.parametrize("rotation,apply_immediately,when,applies", [
+    (True, True, "immediate", "now"),
+    (True, False, "next-window", "next maintenance window"),
+    (False, True, "outage", "now"),
+    (False, False, "outage", "next maintenance window"),
+    (None, False, "outage", "next maintenance window"),
+])
+def test_ca_change_restarts_unless_the_engine_rotates_without_one(rotation, apply_immediately, when, applies):
+    c = access_one(dict(ca_certificate_identifier="rds-ca-ecc384-g1"), apply_immediately, rotation)
+    assert (c["setting"], c["current"], c["desired"]) == ("ca_certificate_identifier", "rds-ca-rsa2048-g1", "rds-ca-ecc384-g1")
+    assert (c["when"], c["applies"]) == (when, applies)
+    assert ("restarts" in c["note"] or "restart is assumed" in c["note"]) == (rotation is not True)
+    assert "apps must trust the new CA first" in c["note"]
+
+
+def test_iam_authentication_follows_apply_immediately_without_restart():
+    c = access_one(dict(enable_iam_database_authentication=True))
+    assert (c["when"], c["applies"], c["note"]) == ("next-window", "next maintenance window", "no interruption")
+    assert access_one(dict(enable_iam_database_authentication=True), True)["when"] == "immediate"
+
+
+@pytest.mark.parametrize("instance,desired,current", [
+    (ACCESS, "managed", "ssm"),
+    (dict(ACCESS, MasterUserSecret={"SecretArn": "arn:aws:secretsmanager:x:1:secret:rds!db-1"}), "ssm", "managed"),
+])
+def test_switching_who_keeps_the_master_password_is_immediate_whatever_apply_immediately_says(instance, desired, current):
+    c = access_one(dict(master_password_mode=desired), False, instance=instance)
+    assert (c["current"], c["desired"], c["when"], c["applies"]) == (current, desired, "immediate", "now")
+    assert "open sessions stay" in c["note"]
+    assert rc.master_password_mode(instance) == current

@@ -8,6 +8,7 @@ the last test searches all their output and every file they wrote for every pass
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,36 +116,43 @@ def converged(local_stack, boto3_client, sandbox):
 # --- TLS --------------------------------------------------------------------------------
 def test_stored_url_connects_over_tls_and_plain_is_refused(converged, boto3_client):
     url = stored_url(boto3_client)["Value"]
-    assert redact(url) == f"postgres://app_user:***@127.0.0.1:{converged['tls']['port']}/ndis_chatbot?sslmode=require"
-    conn = app_connect(url)
+    ca = converged["tls"]["ca_file"]
+    assert redact(url) == (f"postgres://app_user:***@127.0.0.1:{converged['tls']['port']}/ndis_chatbot"
+                           f"?sslmode=verify-full&sslrootcert={ca}")
+    conn = app_connect(url)  # verify-full against the stack's CA: the certificate names 127.0.0.1
     assert conn.info.ssl_in_use and conn.info.ssl_attribute("protocol").startswith("TLSv1.")
     with conn.cursor() as cur:
         cur.execute("SELECT current_user")
         assert cur.fetchone()[0] == "app_user"
     conn.close()
-    # verify-full against the stack's CA: the certificate names 127.0.0.1
-    conn = app_connect(url, sslmode="verify-full", sslrootcert=converged["tls"]["ca_file"])
-    assert conn.info.ssl_in_use
-    conn.close()
     # as rds.force_ssl=1: a client without TLS is refused, whoever it is
-    for dsn in (url.replace("sslmode=require", "sslmode=disable"),
+    for dsn in (url.split("?")[0] + "?sslmode=disable",
                 make_dsn(converged, "postgres").replace(f"port={converged['pg']['port']}",
                                                        f"port={converged['tls']['port']}") + " sslmode=disable"):
         with pytest.raises(psycopg2.OperationalError, match="SSL required"):
             app_connect(dsn)
 
 
-def test_verify_full_option_writes_a_url_that_verifies(converged, boto3_client, sandbox):
-    ca = converged["tls"]["ca_file"]
-    proc = run(converged, sandbox, "secrets verify-full", "--tags", "ssm_secret",
-               "-e", f'{{"ssm_secret_sslmode": "verify-full", "ssm_secret_sslrootcert": "{ca}"}}')
+def test_require_option_writes_the_runbooks_url_and_warns(converged, boto3_client, sandbox):
+    proc = run(converged, sandbox, "secrets require", "--tags", "ssm_secret", "-e", "ssm_secret_sslmode=require")
     assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "ssm_secret_sslmode is require" in proc.stdout and "NODE_EXTRA_CA_CERTS" in proc.stdout
     url = stored_url(boto3_client)["Value"]
-    # Ansible's urlencode keeps "/" (a valid query character)
-    assert redact(url).endswith(f"?sslmode=verify-full&sslrootcert={ca}")
-    conn = app_connect(url)  # libpq reads sslmode and sslrootcert from the URL itself
+    assert redact(url).endswith("/ndis_chatbot?sslmode=require")  # the runbook's URL, no bundle
+    conn = app_connect(url)  # libpq encrypts and checks nothing
     assert conn.info.ssl_in_use
     conn.close()
+    proc = run(converged, sandbox, "secrets verify-full", "--tags", "ssm_secret")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "sslmode=verify-full&sslrootcert=" in redact(stored_url(boto3_client)["Value"])
+
+
+def test_bundle_path_must_be_absolute_for_verify_modes(converged, boto3_client, sandbox):
+    before = state(converged, boto3_client)
+    proc = run(converged, sandbox, "bad input: relative bundle", "-e", "ssm_secret_sslrootcert=rds-bundle.pem")
+    assert proc.returncode != 0
+    assert "needs ssm_secret_sslrootcert, the absolute path of the RDS CA bundle on the app host" in proc.stdout
+    assert state(converged, boto3_client) == before
 
 
 # --- grants converge --------------------------------------------------------------------
@@ -275,12 +283,62 @@ def test_failed_ssm_write_puts_the_old_password_back(converged, boto3_client, sa
         app_connect(after["Value"].replace(url_password(after["Value"]), attempted))
 
 
+# --- who keeps the master password, IAM authentication -------------------------------------
+def instance_of(boto3_client) -> dict:
+    return boto3_client("rds").describe_db_instances(DBInstanceIdentifier="ndis-chatbot-local")["DBInstances"][0]
+
+
+def test_master_password_switches_between_ssm_and_rds_managed(converged, boto3_client, sandbox):
+    """Declared the other way, an existing instance switches (classified immediate, no restart), both ways;
+    the database roles keep working with the password from wherever it now is."""
+    sm, ssm = boto3_client("secretsmanager"), boto3_client("ssm")
+    assert "MasterUserSecret" in instance_of(boto3_client)  # the local default: RDS keeps it
+    proc = run(converged, sandbox, "master to ssm", "--tags", "rds_instance,postgres_db",
+               "-e", "rds_instance_master_password_mode=ssm")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"master_password_mode\s+managed\s+ssm\s+immediate\s+now", proc.stdout)
+    assert "MasterUserSecret" not in instance_of(boto3_client)
+    kept = ssm.get_parameter(Name=MASTER_NAME, WithDecryption=True)["Parameter"]
+    assert kept["Value"] == converged["admin_password"] and kept["Type"] == "SecureString"
+    proc = run(converged, sandbox, "master to managed", "--tags", "rds_instance,postgres_db")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"master_password_mode\s+ssm\s+managed\s+immediate\s+now", proc.stdout)
+    arn = instance_of(boto3_client)["MasterUserSecret"]["SecretArn"]
+    assert json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["password"] == converged["admin_password"]
+    assert MASTER_NAME not in [p["Name"] for p in ssm.describe_parameters()["Parameters"]], "a second copy is kept"
+    proc = run(converged, sandbox, "master managed again", "--tags", "rds_instance")
+    assert proc.returncode == 0 and recap(proc.stdout)["changed"] == 0, proc.stdout[-4000:]
+
+
+def test_iam_authentication_flag_and_login_role(converged, boto3_client, sandbox):
+    """The instance flag (moto), and app_user_iam: member of rds_iam (a local stand-in: the embedded server
+    has none), no password, app_user's privileges. A token login cannot be tested here."""
+    proc = run(converged, sandbox, "iam on", "--tags", "rds_instance,postgres_db",
+               "-e", '{"rds_instance_iam_database_authentication": true}')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"enable_iam_database_authentication\s+False\s+True\s+immediate\s+now\s+no interruption", proc.stdout)
+    assert instance_of(boto3_client)["IAMDatabaseAuthenticationEnabled"] is True
+    with psycopg2.connect(make_dsn(converged, "ndis_chatbot")) as conn, conn.cursor() as cur:
+        checks = """SELECT r.rolcanlogin, pg_has_role(r.rolname, 'rds_iam', 'MEMBER'), a.rolpassword IS NULL,
+                           has_table_privilege(r.rolname, 'embeddings', 'SELECT, INSERT, UPDATE, DELETE'),
+                           has_table_privilege(r.rolname, 'embeddings', 'TRUNCATE'),
+                           has_schema_privilege(r.rolname, 'public', 'CREATE'), r.rolsuper OR r.rolcreaterole
+                      FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = %s"""
+        cur.execute(checks, ("app_user_iam",))
+        assert cur.fetchone() == (True, True, True, True, False, False, False)
+    conn.close()
+    proc = run(converged, sandbox, "iam off", "--tags", "rds_instance")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert instance_of(boto3_client)["IAMDatabaseAuthenticationEnabled"] is False
+
+
 # --- the leak test ----------------------------------------------------------------------
 def test_site_and_verify_after_rotation(converged, sandbox):
     proc = run(converged, sandbox, "site")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert re.search(r"PASS\s+App connects as app_user, not the admin\s+user app_user, over TLS \(sslmode=require\)",
+    assert re.search(r"PASS\s+App connects as app_user, not the admin\s+user app_user, over TLSv1\.\d \(sslmode=verify-full\)",
                      proc.stdout)
+    assert re.search(r"PASS\s+App's URL verifies the server \(rds-ca-rsa2048-g1\)\s+certificate chains to ", proc.stdout)
     proc = run(converged, sandbox, "verify", playbook="playbooks/verify.yml")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert recap(proc.stdout)["changed"] == 0
@@ -289,8 +347,12 @@ def test_site_and_verify_after_rotation(converged, sandbox):
 def every_password(local_stack, boto3_client) -> set[str]:
     """The admin password, every version of every SSM parameter (the master password and each
     app password ever stored: generated ones), and the passwords the tests supplied."""
-    ssm = boto3_client("ssm")
+    ssm, sm = boto3_client("ssm"), boto3_client("secretsmanager")
     found = {local_stack["admin_password"], *SUPPLIED}
+    for secret in sm.list_secrets()["SecretList"]:  # the RDS-managed master password, every version
+        for version in sm.list_secret_version_ids(SecretId=secret["ARN"])["Versions"]:
+            value = sm.get_secret_value(SecretId=secret["ARN"], VersionId=version["VersionId"])["SecretString"]
+            found.add(json.loads(value)["password"])
     for p in ssm.describe_parameters()["Parameters"]:
         for v in ssm.get_parameter_history(Name=p["Name"], WithDecryption=True)["Parameters"]:
             value = v["Value"]

@@ -302,6 +302,45 @@ def ensure_database(s, name, owner, encoding, before, after):
     return True
 
 
+# ---------------------------------------------------------------- IAM database authentication
+
+RDS_IAM_ROLE = "rds_iam"
+
+
+def ensure_iam_user(s, spec, before, after):
+    """The login role for IAM database authentication: LOGIN without a password, member of rds_iam
+    (on RDS, a member of rds_iam can only log in with an IAM token), the app's connection limit and
+    settings; its privileges are the app's (grants_for). RDS creates rds_iam on every PostgreSQL
+    instance; a server without it (the local stack's) gets a NOLOGIN stand-in only when
+    create_rds_iam_role says so."""
+    name = spec["iam_user"]
+    if _role(s, RDS_IAM_ROLE) is None:
+        if not spec.get("create_rds_iam_role"):
+            raise AccessError(
+                "role %s does not exist on this server: RDS creates it on every PostgreSQL instance (is this RDS?). On "
+                "another server set create_rds_iam_role to create a NOLOGIN stand-in, or leave iam_user empty."
+                % RDS_IAM_ROLE, s.queries)
+        ensure_role(s, RDS_IAM_ROLE, login=False, comment="Stands for RDS's rds_iam role: this server is not RDS",
+                    before=before, after=after, current=None)
+    ensure_role(s, name, login=True, comment=spec.get("iam_comment"), conn_limit=spec.get("app_connection_limit"),
+                settings=spec.get("app_settings"), before=before, after=after)
+    row = s.one("SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
+                " WHERE g.rolname = %s AND u.rolname = %s", (RDS_IAM_ROLE, name))
+    before.append("%s member of %s: %s" % (name, RDS_IAM_ROLE, "yes" if row else "no"))
+    after.append("%s member of %s: yes" % (name, RDS_IAM_ROLE))
+    if row is None:
+        s.run(pgsql.SQL("GRANT {} TO {}").format(_ident(RDS_IAM_ROLE), _ident(name)))
+    # A password would be a second way in; on RDS, membership in rds_iam already disables it.
+    if _can_read_authid(s) and s.one("SELECT 1 FROM pg_authid WHERE rolname = %s AND rolpassword IS NOT NULL",
+                                     (name,)):
+        s.run(pgsql.SQL("ALTER ROLE {} PASSWORD NULL").format(_ident(name)))
+
+
+def _can_read_authid(s):
+    """Whether the admin may read pg_authid (a superuser; RDS's master may not)."""
+    return bool(s.one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")[0])
+
+
 # ---------------------------------------------------------------- privileges
 
 
@@ -419,6 +458,12 @@ def grants_for(spec):
         tables=[Grant(app, app_tables, TABLE_PRIVS)],
         sequences=[Grant(app, app_seqs, SEQUENCE_PRIVS)],
     )
+    iam = spec.get("iam_user") or None
+    if iam:  # the IAM login role works as the app does: the same privileges, nothing more
+        out["database"].append(Grant(iam, ["CONNECT"], DATABASE_PRIVS))
+        out["schema"].append(Grant(iam, ["USAGE"], SCHEMA_PRIVS))
+        out["tables"].append(Grant(iam, app_tables, TABLE_PRIVS))
+        out["sequences"].append(Grant(iam, app_seqs, SEQUENCE_PRIVS))
     if ro:
         out["database"].append(Grant(ro, ["CONNECT"], DATABASE_PRIVS))
         out["schema"].append(Grant(ro, ["USAGE"], SCHEMA_PRIVS))
@@ -491,6 +536,8 @@ def converge(conn_params, spec, check_mode=False):
         if spec.get("readonly_role"):
             ensure_role(s, spec["readonly_role"], login=False, comment=spec.get("readonly_comment"),
                         before=before, after=after)
+        if spec.get("iam_user"):
+            ensure_iam_user(s, spec, before, after)
     finally:
         s.close()
     if existed or not check_mode:

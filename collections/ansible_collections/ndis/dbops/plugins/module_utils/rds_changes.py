@@ -218,3 +218,59 @@ def _show(value):
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "-"
     return str(value)
+
+
+# Who may connect, and how: the server certificate's CA, IAM authentication, who keeps the
+# master password. Their own rules, because whether a CA change restarts the instance depends
+# on the engine version (SupportsCertificateRotationWithoutRestart in DescribeDBEngineVersions).
+# Sources: "Settings for DB instances" (Certificate authority: apply_immediately or the next
+# window, downtime only if the engine cannot rotate without a restart; IAM DB authentication:
+# apply_immediately or the next window, no downtime; Manage master credentials in AWS Secrets
+# Manager: turning it on or off occurs immediately whatever apply_immediately says, no downtime).
+MASTER_PASSWORD_MODES = ("managed", "ssm")
+
+
+def master_password_mode(instance):
+    """``managed`` when RDS keeps the master password in Secrets Manager, else ``ssm``."""
+    return "managed" if (instance or {}).get("MasterUserSecret") else "ssm"
+
+
+def classify_access(current, desired, apply_immediately=False, rotation_without_restart=None):
+    """Differences in ca_certificate_identifier, enable_iam_database_authentication and
+    master_password_mode (``managed``/``ssm``; ``auto`` or None: not compared).
+
+    ``rotation_without_restart``: what DescribeDBEngineVersions says of the instance's engine
+    version (True, False, or None when it could not be read: a restart is then assumed).
+    Same dict shape as :func:`classify_instance`.
+    """
+    changes = []
+    window_when = IMMEDIATE if apply_immediately else NEXT_WINDOW
+    window_applies = "now" if apply_immediately else "next maintenance window"
+    want = desired.get("ca_certificate_identifier")
+    have = current.get("CACertificateIdentifier")
+    if want and have != want:
+        if rotation_without_restart:
+            when, note = window_when, "the engine loads the new certificate without a restart"
+        elif rotation_without_restart is False:
+            when, note = OUTAGE, "the instance restarts to load the new certificate (this engine version cannot rotate without one)"
+        else:
+            when, note = OUTAGE, ("a restart is assumed: the engine version's SupportsCertificateRotationWithoutRestart "
+                                  "could not be read")
+        changes.append(dict(setting="ca_certificate_identifier", current=have, desired=want, when=when,
+                            applies=window_applies, note=note + "; apps must trust the new CA first"))
+    want = desired.get("enable_iam_database_authentication")
+    have = bool(current.get("IAMDatabaseAuthenticationEnabled"))
+    if want is not None and bool(want) != have:
+        changes.append(dict(setting="enable_iam_database_authentication", current=have, desired=bool(want),
+                            when=window_when, applies=window_applies, note="no interruption"))
+    want = desired.get("master_password_mode")
+    have = master_password_mode(current)
+    if want in MASTER_PASSWORD_MODES and want != have:
+        if want == "managed":
+            note = ("RDS sets a new master password and keeps it in Secrets Manager; the SSM copy is deleted; "
+                    "open sessions stay")
+        else:
+            note = "RDS deletes its secret and sets the password kept in SSM (or supplied); open sessions stay"
+        changes.append(dict(setting="master_password_mode", current=have, desired=want, when=IMMEDIATE,
+                            applies="now", note=note))
+    return changes

@@ -100,6 +100,22 @@ options:
   readonly_comment:
     description: Comment on O(readonly_role).
     type: str
+  iam_user:
+    description:
+      - Optional login role for IAM database authentication, empty for none. LOGIN without a password, member
+        of C(rds_iam) (on RDS its members log in only with an IAM token), with the privileges, connection limit
+        and settings of O(app_user) and nothing more.
+    type: str
+    default: ''
+  iam_comment:
+    description: Comment on O(iam_user).
+    type: str
+  create_rds_iam_role:
+    description:
+      - Create a NOLOGIN C(rds_iam) role when the server has none. RDS has it on every PostgreSQL instance; the
+        embedded server of the local stack does not. Without this, a missing C(rds_iam) is an error.
+    type: bool
+    default: false
 notes:
   - Supports check mode and diff mode (the roles, memberships and privileges before and after).
   - Cluster-level statements cannot share a transaction with C(CREATE DATABASE); each statement commits on its
@@ -165,6 +181,9 @@ def main():
             app_sequence_privileges=dict(type="list", elements="str", default=["USAGE", "SELECT"]),
             readonly_role=dict(type="str", default=""),
             readonly_comment=dict(type="str"),
+            iam_user=dict(type="str", default=""),
+            iam_comment=dict(type="str"),
+            create_rds_iam_role=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -172,10 +191,13 @@ def main():
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(pg_access.PSYCOPG2_IMPORT_ERROR))
     p = dict(module.params)
     p["owner"] = p["owner"] or p["name"] + "_owner"
-    names = [p["login_user"], p["owner"], p["app_user"]] + ([p["readonly_role"]] if p["readonly_role"] else [])
-    if len(set(names)) != len(names):
-        module.fail_json(msg="login_user (%s), owner (%s), app_user (%s) and readonly_role (%s) must be different roles"
-                         % (p["login_user"], p["owner"], p["app_user"], p["readonly_role"] or "none"))
+    names = [p["login_user"], p["owner"], p["app_user"]] + ([p["readonly_role"]] if p["readonly_role"] else []) \
+        + ([p["iam_user"]] if p["iam_user"] else [])
+    if len(set(names)) != len(names) or p["iam_user"] == pg_access.RDS_IAM_ROLE:
+        module.fail_json(msg="login_user (%s), owner (%s), app_user (%s), readonly_role (%s) and iam_user (%s) must be "
+                         "different roles, and iam_user not rds_iam itself"
+                         % (p["login_user"], p["owner"], p["app_user"], p["readonly_role"] or "none",
+                            p["iam_user"] or "none"))
     conn_params = pg_connection.conn_params(p)
     try:
         result = pg_access.converge(conn_params, p, check_mode=module.check_mode)

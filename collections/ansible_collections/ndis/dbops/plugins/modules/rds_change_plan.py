@@ -36,6 +36,9 @@ options:
         (C(db_instance_class), C(engine_version), C(allocated_storage), C(multi_az),
         C(backup_retention_period), C(preferred_backup_window), ...). Settings left out or
         null are not compared.
+      - C(ca_certificate_identifier), C(enable_iam_database_authentication) and C(master_password_mode)
+        (C(managed), C(ssm); C(auto) is not compared) follow their own rules; a CA change is an outage
+        unless the engine version reports SupportsCertificateRotationWithoutRestart.
     type: dict
     default: {}
   apply_immediately:
@@ -103,6 +106,10 @@ pending_reboot:
   description: The instance waits for a reboot to apply its parameter group.
   returned: always
   type: bool
+master_password_mode:
+  description: C(managed) when RDS keeps the master password in Secrets Manager, C(ssm) otherwise; empty when the instance does not exist.
+  returned: always
+  type: str
 """
 
 try:
@@ -130,6 +137,17 @@ def describe_parameters(client, group):
         return None
 
 
+def rotation_without_restart(client, instance):
+    """SupportsCertificateRotationWithoutRestart of the instance's engine version; None when unknown."""
+    try:
+        versions = client.describe_db_engine_versions(
+            Engine=instance.get("Engine") or "postgres", EngineVersion=instance.get("EngineVersion"))["DBEngineVersions"]
+    except Exception:  # noqa: BLE001 - any failure (denied, not implemented, unparsable) means unknown: a restart is assumed
+        return None
+    flags = [v.get("SupportsCertificateRotationWithoutRestart") for v in versions]
+    return flags[0] if flags and flags[0] is not None else None
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec=dict(
@@ -152,6 +170,9 @@ def main():
     changes = []
     if instance is not None:
         changes += rds_changes.classify_instance(instance, p["desired"], p["apply_immediately"])
+        ca = p["desired"].get("ca_certificate_identifier")
+        rotation = rotation_without_restart(client, instance) if ca and ca != instance.get("CACertificateIdentifier") else None
+        changes += rds_changes.classify_access(instance, p["desired"], p["apply_immediately"], rotation)
     if params is not None:
         changes += rds_changes.classify_parameters(params, p["parameters"])
     counts = {}
@@ -164,6 +185,7 @@ def main():
         table=rds_changes.table(changes),
         counts=counts,
         pending_reboot=bool(instance and rds_changes.pending_reboot(instance)),
+        master_password_mode=rds_changes.master_password_mode(instance) if instance else "",
     )
 
 
