@@ -499,6 +499,20 @@ def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | N
     return report
 
 
+RESTORE_RECORD = "restore-test.json"
+
+
+def record_restore_test(bucket: str, prefix: str, database: str, report: dict[str, Any],
+                        kms_key_id: str | None = None) -> str:
+    """Keep the last restore test's report next to the dumps, where health.yml reads it."""
+    key = f"{normalize_prefix(prefix)}{database}/{RESTORE_RECORD}"
+    body = {k: report.get(k) for k in ("result", "key", "scratch_database", "checks", "problems", "seconds")}
+    body["tested_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(body, sort_keys=True).encode(),
+                           ContentType="application/json", **sse_args(kms_key_id))
+    return key
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
@@ -584,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "restore-test":
             result = run_restore_test(target, bucket, prefix, key=args.key, scratch_name=args.scratch_db,
                                       keep=args.keep, jobs=args.jobs)
+            record_restore_test(bucket, prefix, args.database, result, dumps.get("kms_key_id"))
         else:
             result = {"manifest_key": latest_manifest(s3_client(), bucket, prefix, args.database)}
     except DumpError as exc:

@@ -474,6 +474,30 @@ def patch_iam_rds_monitoring_policy() -> None:
 
 
 # --------------------------------------------------------------------------
+# Patch 8: DescribePendingMaintenanceActions
+# --------------------------------------------------------------------------
+def patch_rds_pending_maintenance_actions() -> None:
+    """Real AWS: DescribePendingMaintenanceActions lists the maintenance
+    actions (system-update, os-upgrade, ...) waiting for each resource, an
+    empty list when none.  moto 5.2.5 does not implement it and answers HTTP
+    500, which botocore cannot parse; playbooks/health.yml reads it.  Fix:
+    answer as AWS does for an instance with nothing pending (moto never
+    schedules maintenance); a ResourceIdentifier that is no instance's ARN is
+    refused like AWS refuses it."""
+    from moto.core.responses import ActionResult
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.responses import RDSResponse
+
+    def describe_pending_maintenance_actions(self: Any) -> Any:
+        arn = self.params.get("ResourceIdentifier")
+        if arn and not any(db.db_instance_arn == arn for db in self.backend.databases.values()):
+            raise RDSClientError("InvalidParameterValue", f"The resource {arn} does not exist.")
+        return ActionResult({"PendingMaintenanceActions": []})
+
+    RDSResponse.describe_pending_maintenance_actions = describe_pending_maintenance_actions  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------
 # Patch 3 (continued): metadata of the production parameter defaults
 # --------------------------------------------------------------------------
 # The observability parameters the rds_instance role sets by default, as AWS
@@ -505,6 +529,7 @@ ALL_PATCHES = (
     patch_ssm_secure_string_kms_key,
     patch_rds_performance_insights,
     patch_iam_rds_monitoring_policy,
+    patch_rds_pending_maintenance_actions,
 )
 
 

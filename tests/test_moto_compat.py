@@ -176,3 +176,17 @@ def test_patch3_observability_parameters_have_metadata(boto3_client):
                          ("log_temp_files", "integer"), ("track_io_timing", "boolean")):
         assert (by_name[pname]["DataType"], by_name[pname]["ApplyType"]) == (dtype, "dynamic")
     assert by_name["shared_preload_libraries"]["ApplyType"] == "static"
+
+
+def test_patch8_pending_maintenance_actions_answer(boto3_client):
+    rds = boto3_client("rds")
+    name = uid("maint")
+    arn = rds.create_db_instance(
+        DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.4", DBInstanceClass="db.t4g.medium",
+        AllocatedStorage=20, MasterUsername="admin", MasterUserPassword="not-a-real-secret-1",
+    )["DBInstance"]["DBInstanceArn"]
+    assert rds.describe_pending_maintenance_actions(ResourceIdentifier=arn)["PendingMaintenanceActions"] == []
+    assert rds.describe_pending_maintenance_actions()["PendingMaintenanceActions"] == []
+    with pytest.raises(ClientError) as exc:
+        rds.describe_pending_maintenance_actions(ResourceIdentifier=arn + "-gone")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
