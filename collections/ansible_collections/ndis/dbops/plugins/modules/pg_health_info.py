@@ -96,7 +96,6 @@ from ansible_collections.ndis.dbops.plugins.module_utils import health
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils.pg_connection import CONNECTION_ARGS, conn_params
 
-
 SESSIONS = """
 SELECT pid, usename, application_name, state, left(query, 200) AS query,
        extract(epoch FROM now() - query_start)::int AS query_seconds,
@@ -214,6 +213,8 @@ def main():
     try:
         conn.set_session(readonly=True)
         cur = conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
+        # a health check must not queue behind the lock it is looking for
+        cur.execute("SET lock_timeout = '5s'; SET statement_timeout = '60s'")
         cur.execute("SELECT current_setting('max_connections')::int AS max,"
                     " current_setting('superuser_reserved_connections')::int AS reserved,"
                     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS used")

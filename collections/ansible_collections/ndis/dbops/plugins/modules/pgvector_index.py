@@ -162,6 +162,8 @@ def main():
         maintenance_work_mem_max=dict(type="str", default="2GB"),
         max_parallel_maintenance_workers=dict(type="int"),
         build_timeout=dict(type="int", default=3600),
+        progress_file=dict(type="str", default=""),
+        progress_interval=dict(type="float", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not vi.HAS_PSYCOPG2:
@@ -174,7 +176,7 @@ def main():
             ivfflat_min_rows=p["ivfflat_min_rows"], stale_factor=p["stale_factor"],
             maintenance_work_mem=p["maintenance_work_mem"], maintenance_work_mem_max=p["maintenance_work_mem_max"],
             parallel_workers=p["max_parallel_maintenance_workers"], build_timeout=p["build_timeout"],
-            check_mode=module.check_mode,
+            check_mode=module.check_mode, progress_file=p["progress_file"], progress_interval=p["progress_interval"],
         )
     except vi.VectorIndexError as e:
         partial = dict(e.result or {})
