@@ -71,6 +71,17 @@ options:
     description: C(statement_timeout) of each build, seconds (0 = none).
     type: int
     default: 3600
+  progress_file:
+    description:
+      - File to append a progress line to every O(progress_interval) seconds while a build runs
+        (phase, share done, elapsed, from C(pg_stat_progress_create_index)); with C(async) and
+        ndis.dbops.progress_wait the lines are printed at default verbosity. Empty writes none.
+    type: str
+    default: ""
+  progress_interval:
+    description: Seconds between two progress lines.
+    type: float
+    default: 10
 notes:
   - Supports C(check_mode) (reads the catalog and reports what would be created or rebuilt; builds
     nothing) and C(diff) (index definitions before and after).

@@ -15,9 +15,9 @@ module: progress_wait
 short_description: Wait for an async job and print its progress lines at default verbosity
 version_added: "0.1.0"
 description:
-  - Polls an async job (started with C(async) and C(poll: 0)) every O(delay) seconds and prints,
+  - "Polls an async job (started with C(async) and C(poll: 0)) every O(delay) seconds and prints,
     as they come, the lines the job appended to O(progress_file) (one per poll of its own: phase,
-    share done, elapsed; the format of module_utils/progress.py), then returns the job's result.
+    share done, elapsed; the format of module_utils/progress.py), then returns the job's result."
   - An action on the controller; it reads the file through the host's connection.
 author:
   - ndis dbops maintainers
