@@ -370,6 +370,8 @@ def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(loc
                  "Dead tuples on public.embeddings", "Vector index on public.embeddings", "Vector recall@10"):
         assert re.search(rf"(PASS|INFO|WARN)\s+{name}\s", healthy.stdout), name
     assert re.search(r"INFO\s+Slow statements\s+pg_stat_statements: not available on this server", healthy.stdout)
+    assert re.search(r"PASS\s+Newest logical dump\s+\d+ (s|min) old", healthy.stdout)
+    assert re.search(r"PASS\s+Last restore test\s+PASS \d+ (s|min) ago", healthy.stdout)  # the record dbops-dump kept
     assert recap(healthy.stdout)["changed"] == 0
 
     boto3_client("cloudwatch").set_alarm_state(AlarmName="ndis-chatbot-local-cpu", StateValue="ALARM",
