@@ -239,6 +239,19 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     assert instance["PreferredBackupWindow"] == "15:30-16:00"
     assert instance["BackupRetentionPeriod"] >= 7
     assert instance["PubliclyAccessible"] is False
+    # observability, converged (the second run above changed none of it)
+    assert (instance["MonitoringInterval"], instance["PerformanceInsightsEnabled"],
+            instance["PerformanceInsightsRetentionPeriod"]) == (60, True, 7)
+    assert instance["MonitoringRoleArn"].endswith(":role/ndis-chatbot-local-rds-monitoring")
+    assert sorted(instance["EnabledCloudwatchLogsExports"]) == ["postgresql", "upgrade"]
+    params = {p["ParameterName"]: p.get("ParameterValue") for p in boto3_client("rds").get_paginator(
+        "describe_db_parameters").paginate(DBParameterGroupName="ndis-chatbot-local-postgres16").build_full_result()["Parameters"]}
+    assert params["shared_preload_libraries"] == "pg_stat_statements" and params["log_lock_waits"] == "1"
+    assert params["idle_in_transaction_session_timeout"] == "300000"
+    groups = boto3_client("logs").describe_log_groups(logGroupNamePrefix="/aws/rds/instance/ndis-chatbot-local/")["logGroups"]
+    assert {g["logGroupName"].rsplit("/", 1)[1]: g["retentionInDays"] for g in groups} == {"postgresql": 30, "upgrade": 30}
+    alarms = boto3_client("cloudwatch").describe_alarms(AlarmNamePrefix="ndis-chatbot-local-")["MetricAlarms"]
+    assert len(alarms) == 8 and all(a["AlarmActions"] == [alarms[0]["AlarmActions"][0]] for a in alarms)
     param = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
     assert param["Type"] == "SecureString"
     url = param["Value"]
