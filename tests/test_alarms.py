@@ -92,10 +92,10 @@ PLAY = """
   tasks:
     - {ndis.dbops.rds_alarms: "{{ alarms_args }}", check_mode: true, register: a1, when: steps != 'fix'}
     - {ndis.dbops.rds_observability: "{{ obs_args }}", check_mode: true, register: o1, when: steps != 'fix'}
-    - {ndis.dbops.rds_alarms: "{{ alarms_args }}", register: a2, when: steps in ['all', 'fix']}
-    - {ndis.dbops.rds_observability: "{{ obs_args }}", register: o2, when: steps in ['all', 'fix']}
-    - {ndis.dbops.rds_alarms: "{{ alarms_args }}", check_mode: true, register: a3, when: steps in ['all', 'fix']}
-    - {ndis.dbops.rds_observability: "{{ obs_args }}", check_mode: true, register: o3, when: steps in ['all', 'fix']}
+    - {ndis.dbops.rds_alarms: "{{ alarms_args }}", register: a2, when: "steps in ['all', 'fix']"}
+    - {ndis.dbops.rds_observability: "{{ obs_args }}", register: o2, when: "steps in ['all', 'fix']"}
+    - {ndis.dbops.rds_alarms: "{{ alarms_args }}", check_mode: true, register: a3, when: "steps in ['all', 'fix']"}
+    - {ndis.dbops.rds_observability: "{{ obs_args }}", check_mode: true, register: o3, when: "steps in ['all', 'fix']"}
     - {ndis.dbops.rds_alarms: "{{ alarms_args }}", register: a4, when: steps == 'all'}
     - {ndis.dbops.rds_observability: "{{ obs_args }}", register: o4, when: steps == 'all'}
     - ansible.builtin.copy:

@@ -277,9 +277,12 @@ def main():
     try:
         rds = module.client("rds")
         instance = read_instance(rds, identifier)
-        account = module.client("sts").get_caller_identity()["Account"]
-        region = rds.meta.region_name
-        partition = rds.meta.partition if hasattr(rds.meta, "partition") else "aws"
+        if instance is not None:  # arn:PARTITION:rds:REGION:ACCOUNT:db:NAME
+            partition, region, account = (instance["DBInstanceArn"].split(":")[i] for i in (1, 3, 4))
+        else:
+            account = module.client("sts").get_caller_identity()["Account"]
+            region = rds.meta.region_name
+            partition = getattr(rds.meta, "partition", "aws")
         topic_arn = "arn:%s:sns:%s:%s:%s" % (partition, region, account, p["topic_name"])
         source = instance or {}
         try:
