@@ -413,8 +413,13 @@ def recall_module():
 
 
 def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | None = None,
-                     scratch_name: str | None = None, keep: bool = False, jobs: int = 1) -> dict[str, Any]:
-    """Fetch, verify and restore a dump into a scratch database; return the report."""
+                     scratch_name: str | None = None, keep: bool = False, jobs: int = 1,
+                     progress: Any = None, progress_interval: float = 5.0) -> dict[str, Any]:
+    """Fetch, verify and restore a dump into a scratch database; return the report.
+
+    ``progress`` (module_utils/progress.py's ProgressFile, see :func:`load_progress`) gets a
+    line per phase, and one every ``progress_interval`` seconds while pg_restore runs.
+    """
     s3 = s3_client()
     mkey = manifest_key(key) if key and not key.endswith(MANIFEST_SUFFIX) else key
     mkey = mkey or latest_manifest(s3, bucket, prefix, target.database)
@@ -431,7 +436,12 @@ def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | N
     with tempfile.TemporaryDirectory(prefix="dbops-restore-") as tmp:
         os.chmod(tmp, 0o700)
         path = Path(tmp) / "dump"
+        what = f"restore test {manifest['key'].rsplit('/', 1)[-1]}"
+        if progress:
+            progress.line(what, "downloading", 0, manifest["size"])
         problems = download_verified(s3, bucket, manifest, path)
+        if progress:
+            progress.line(what, "downloaded, sha256 checked", manifest["size"], manifest["size"])
         report["download_seconds"] = round(time.monotonic() - started, 3)
         if problems:
             report["problems"] += ["checksum: " + p for p in problems]
@@ -450,8 +460,15 @@ def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | N
                         cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 cmd = [target.tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                        "--no-password", f"--jobs={jobs}", "--dbname", scratch, str(path)]
-                res = subprocess.run(cmd, capture_output=True, text=True, env=target.child_env(scratch),
-                                     stdin=subprocess.DEVNULL, check=False)
+                if progress:
+                    ticker = progress_module().Ticker(progress, what, restore_poll(conn, manifest), progress_interval)
+                else:
+                    ticker = contextlib.nullcontext()
+                with ticker:
+                    res = subprocess.run(cmd, capture_output=True, text=True, env=target.child_env(scratch),
+                                         stdin=subprocess.DEVNULL, check=False)
+                if progress:
+                    progress.line(what, "restored, checking row counts and nearest neighbours")
                 report["restore_seconds"] = round(time.monotonic() - restore_started, 3)
                 if res.returncode != 0:
                     report["problems"].append(f"pg_restore exit {res.returncode}: {res.stderr.strip()[-2000:]}")
@@ -487,7 +504,61 @@ def run_restore_test(target: Target, bucket: str, prefix: str = "", key: str | N
         report["scratch_dropped"] = not keep
     report["seconds"] = round(time.monotonic() - started, 3)
     report["result"] = "FAIL" if report["problems"] else "PASS"
+    if progress:
+        progress.line(what, "done: " + report["result"])
     return report
+
+
+def restore_poll(conn: Any, manifest: dict[str, Any]) -> Any:
+    """A progress Ticker's poll() while pg_restore runs: the table being copied (rows done of the
+    manifest's count) or the index being built, from the server's progress views."""
+    rows = manifest.get("tables", {})
+
+    def poll() -> tuple[str, Any, Any]:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT 'copying ' || c.relnamespace::regnamespace || '.' || c.relname, p.tuples_processed
+                             FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid
+                            WHERE p.datname = current_database()
+                           UNION ALL
+                           SELECT 'building index ' || coalesce(i.relname, '?') || ' (' || p.phase || ')', p.tuples_done
+                             FROM pg_stat_progress_create_index p LEFT JOIN pg_class i ON i.oid = p.index_relid
+                            WHERE p.datname = current_database()
+                            LIMIT 1""")
+            row = cur.fetchone()
+        if row is None:
+            return ("restoring (pg_restore)", None, None)
+        phase, done = row
+        table = phase[len("copying "):] if phase.startswith("copying ") else None
+        return (phase, done, rows.get(table) if table else None)
+
+    return poll
+
+
+def progress_module() -> Any:
+    """module_utils/progress.py of the collection (loaded by path, like the policy validator)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "collections/ansible_collections/ndis/dbops/plugins/module_utils/progress.py"
+    spec = importlib.util.spec_from_file_location("_ndis_progress", path)
+    if spec is None or spec.loader is None or not path.exists():
+        raise DumpError(f"progress lines need {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RESTORE_RECORD = "restore-test.json"
+
+
+def record_restore_test(bucket: str, prefix: str, database: str, report: dict[str, Any],
+                        kms_key_id: str | None = None) -> str:
+    """Keep the last restore test's report next to the dumps, where health.yml reads it."""
+    key = f"{normalize_prefix(prefix)}{database}/{RESTORE_RECORD}"
+    body = {k: report.get(k) for k in ("result", "key", "scratch_database", "checks", "problems", "seconds")}
+    body["tested_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(body, sort_keys=True).encode(),
+                           ContentType="application/json", **sse_args(kms_key_id))
+    return key
 
 
 # --------------------------------------------------------------------------
@@ -535,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scratch-db", help="scratch database name (default restore_test_<time>_<random>)")
             p.add_argument("--keep", action="store_true", help="keep the scratch database (for inspection)")
             p.add_argument("--jobs", type=int, default=1, help="pg_restore --jobs")
+            p.add_argument("--progress-file", help="append a progress line per phase and poll to this file")
+            p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines")
     return parser
 
 
@@ -577,8 +650,14 @@ def main(argv: list[str] | None = None) -> int:
             kms = args.kms_key_id or dumps.get("kms_key_id")
             result = run_dump(target, bucket, prefix, kms, compress=args.compress)
         elif args.command == "restore-test":
+            progress = None
+            if args.progress_file or sys.stderr.isatty():
+                progress = progress_module().ProgressFile(args.progress_file or None,
+                                                          also=log if sys.stderr.isatty() else None)
             result = run_restore_test(target, bucket, prefix, key=args.key, scratch_name=args.scratch_db,
-                                      keep=args.keep, jobs=args.jobs)
+                                      keep=args.keep, jobs=args.jobs, progress=progress,
+                                      progress_interval=args.progress_interval)
+            record_restore_test(bucket, prefix, args.database, result, dumps.get("kms_key_id"))
         else:
             result = {"manifest_key": latest_manifest(s3_client(), bucket, prefix, args.database)}
     except DumpError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -716,6 +717,142 @@ def patch_rds_managed_master_secret() -> None:
     MasterUserSecret._generate_secret_string = _generate_secret_string  # type: ignore[method-assign]
 
 
+# --------------------------------------------------------------------------
+# Patch 11: Performance Insights on DB instances
+# --------------------------------------------------------------------------
+def patch_rds_performance_insights() -> None:
+    """Real AWS: CreateDBInstance / ModifyDBInstance with
+    EnablePerformanceInsights record it, and DescribeDBInstances reports
+    PerformanceInsightsEnabled, PerformanceInsightsRetentionPeriod (default 7
+    days) and PerformanceInsightsKMSKeyId (default the aws/rds key) while it
+    is on.  moto accepts the parameters and drops them, so describe never
+    reports them and amazon.aws.rds_instance (and the change plan) see a
+    difference on every run.  Fix: keep the three values on the instance and
+    report them as AWS does."""
+    from moto.rds.models import DBInstance
+
+    def _get(self: Any, key: str) -> Any:
+        return self.__dict__.get("_ndis_pi", {}).get(key)
+
+    def _record(self: Any, values: dict[str, Any]) -> None:
+        state = self.__dict__.setdefault("_ndis_pi", {"enabled": False})
+        lookup = {_snake(k): v for k, v in values.items() if v is not None}
+        if "enable_performance_insights" in lookup:
+            state["enabled"] = str(lookup["enable_performance_insights"]).lower() == "true"
+        if "performance_insights_retention_period" in lookup:
+            state["retention"] = int(lookup["performance_insights_retention_period"])
+        if "performance_insights_kms_key_id" in lookup:
+            state["kms"] = lookup["performance_insights_kms_key_id"]
+        if state["enabled"]:
+            state.setdefault("retention", 7)
+            state.setdefault("kms", f"arn:aws:kms:{self.region}:{self.account_id}:key/"
+                                    "00000000-0000-4000-8000-00000000a75d")
+
+    orig_init = DBInstance.__init__
+    orig_update = DBInstance.update
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        orig_init(self, *args, **kwargs)
+        _record(self, kwargs)
+
+    def update(self: Any, *args: Any, **db_kwargs: Any) -> None:
+        pi = {k: v for k, v in db_kwargs.items() if "performance_insights" in _snake(k)}
+        rest = {k: v for k, v in db_kwargs.items() if k not in pi}
+        orig_update(self, *args, **rest)
+        _record(self, pi)
+
+    DBInstance.__init__ = __init__  # type: ignore[method-assign]
+    DBInstance.update = update  # type: ignore[method-assign]
+    DBInstance.performance_insights_enabled = property(  # type: ignore[attr-defined]
+        lambda self: bool(_get(self, "enabled")))
+    DBInstance.performance_insights_retention_period = property(  # type: ignore[attr-defined]
+        lambda self: _get(self, "retention") if _get(self, "enabled") else None)
+    DBInstance.performance_insights_kms_key_id = property(  # type: ignore[attr-defined]
+        lambda self: _get(self, "kms") if _get(self, "enabled") else None)
+
+
+def _snake(name: str) -> str:
+    """EnablePerformanceInsights -> enable_performance_insights (moto passes either form)."""
+    if "_" in name or name.islower():
+        return name.lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.replace("KMS", "Kms")).lower()
+
+
+# --------------------------------------------------------------------------
+# Patch 12: the AWS managed policy of the Enhanced Monitoring role
+# --------------------------------------------------------------------------
+RDS_MONITORING_POLICY = "AmazonRDSEnhancedMonitoringRole"
+
+
+def patch_iam_rds_monitoring_policy() -> None:
+    """Real AWS: every account can attach the AWS managed policy
+    arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole, the
+    one an Enhanced Monitoring role needs.  moto knows the AWS managed
+    policies only when its config loads all of them (a second or more per
+    account backend), so AttachRolePolicy fails with NoSuchEntity.  Fix: when
+    the full set is not loaded, load just this one policy."""
+    from moto.iam.models import AWSManagedPolicy, IAMBackend, aws_managed_policies_data
+
+    orig = IAMBackend._init_aws_policies
+
+    def _init_aws_policies(self: Any) -> Any:
+        policies = orig(self)
+        if not any(p.name == RDS_MONITORING_POLICY for p in policies):
+            data = json.loads(aws_managed_policies_data)[RDS_MONITORING_POLICY]
+            policies.append(AWSManagedPolicy.from_data(RDS_MONITORING_POLICY, self.account_id,
+                                                        self.region_name, data))
+        return policies
+
+    IAMBackend._init_aws_policies = _init_aws_policies  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 13: DescribePendingMaintenanceActions
+# --------------------------------------------------------------------------
+def patch_rds_pending_maintenance_actions() -> None:
+    """Real AWS: DescribePendingMaintenanceActions lists the maintenance
+    actions (system-update, os-upgrade, ...) waiting for each resource, an
+    empty list when none.  moto 5.2.5 does not implement it and answers HTTP
+    500, which botocore cannot parse; playbooks/health.yml reads it.  Fix:
+    answer as AWS does for an instance with nothing pending (moto never
+    schedules maintenance); a ResourceIdentifier that is no instance's ARN is
+    refused like AWS refuses it."""
+    from moto.core.responses import ActionResult
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.responses import RDSResponse
+
+    def describe_pending_maintenance_actions(self: Any) -> Any:
+        arn = self.params.get("ResourceIdentifier")
+        if arn and not any(db.db_instance_arn == arn for db in self.backend.databases.values()):
+            raise RDSClientError("InvalidParameterValue", f"The resource {arn} does not exist.")
+        return ActionResult({"PendingMaintenanceActions": []})
+
+    RDSResponse.describe_pending_maintenance_actions = describe_pending_maintenance_actions  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------
+# Patch 3 (continued): metadata of the production parameter defaults
+# --------------------------------------------------------------------------
+# The observability parameters the rds_instance role sets by default, as AWS
+# describes them in default.postgres16 (added to patch 3's table).
+POSTGRES16_PARAMETERS.update({
+    name: {"Description": desc, "Source": "engine-default", "ApplyType": apply_type, "DataType": dtype,
+           "AllowedValues": allowed, "IsModifiable": True, "ApplyMethod": "pending-reboot"}
+    for name, desc, apply_type, dtype, allowed in (
+        ("log_lock_waits", "Logs long lock waits.", "dynamic", "boolean", "0,1"),
+        ("log_autovacuum_min_duration", "Sets the minimum execution time above which autovacuum actions "
+         "will be logged.", "dynamic", "integer", "-1-2147483647"),
+        ("log_temp_files", "Log the use of temporary files larger than this number of kilobytes.",
+         "dynamic", "integer", "-1-2147483647"),
+        ("track_io_timing", "Collects timing statistics for database I/O activity.", "dynamic", "boolean", "0,1"),
+        ("pg_stat_statements.track", "Selects which statements are tracked by pg_stat_statements.",
+         "dynamic", "string", "all,none,top"),
+        ("pg_stat_statements.max", "Sets the maximum number of statements tracked by pg_stat_statements.",
+         "static", "integer", "100-2147483647"),
+    )
+})
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
@@ -728,6 +865,9 @@ ALL_PATCHES = (
     patch_describe_orderable_postgres_options,
     patch_describe_engine_default_parameters,
     patch_rds_managed_master_secret,
+    patch_rds_performance_insights,
+    patch_iam_rds_monitoring_policy,
+    patch_rds_pending_maintenance_actions,
 )
 
 

@@ -133,6 +133,10 @@ def test_backups_then_dump_now_then_restore_test(local_stack, boto3_client, setu
     checked = run_playbook(local_stack, "playbooks/restore_test.yml", setup["extra"])
     assert checked.returncode == 0, checked.stdout[-5000:]
     assert "RESTORE TEST PASS" in checked.stdout and "(hnsw, <=>): 10/10" in checked.stdout
+    # progress at default verbosity: a line per phase (and per poll while pg_restore runs)
+    assert re.search(rf"^  ndis-chatbot-local \| restore test {setup['db']}-\d{{8}}T\d{{6}}Z\.dump: downloading, 0% \(0/\d+\), [\d.]+ s$",
+                     checked.stdout, re.M), checked.stdout[-3000:]
+    assert re.search(r"^  ndis-chatbot-local \| restore test .*: done: PASS, [\d.]+ s$", checked.stdout, re.M)
     assert recap(checked.stdout)["changed"] == 0
     for out in (first.stdout, dumped.stdout, checked.stdout):
         assert local_stack["admin_password"] not in out

@@ -217,3 +217,71 @@ def test_patch10_managed_master_secret_holds_the_servers_admin_password(boto3_cl
     assert secret == {"username": "dbmaster", "password": local_stack["admin_password"]}
     for ident in (name, other):
         rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True)
+
+
+def test_patch11_performance_insights_is_reported(boto3_client):
+    rds = boto3_client("rds")
+    name = uid("pi")
+    created = rds.create_db_instance(
+        DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.4", DBInstanceClass="db.t4g.medium",
+        AllocatedStorage=20, MasterUsername="admin", MasterUserPassword="not-a-real-secret-1",
+        EnablePerformanceInsights=True,
+    )["DBInstance"]
+    # AWS defaults: 7 days, the aws/rds key
+    assert created["PerformanceInsightsEnabled"] is True
+    assert created["PerformanceInsightsRetentionPeriod"] == 7
+    assert created["PerformanceInsightsKMSKeyId"].startswith("arn:aws:kms:")
+    rds.modify_db_instance(DBInstanceIdentifier=name, PerformanceInsightsRetentionPeriod=31, ApplyImmediately=True)
+    described = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+    assert (described["PerformanceInsightsEnabled"], described["PerformanceInsightsRetentionPeriod"]) == (True, 31)
+    rds.modify_db_instance(DBInstanceIdentifier=name, EnablePerformanceInsights=False, ApplyImmediately=True)
+    described = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+    assert described["PerformanceInsightsEnabled"] is False
+    assert "PerformanceInsightsRetentionPeriod" not in described and "PerformanceInsightsKMSKeyId" not in described
+    # other modifications still apply next to it
+    rds.modify_db_instance(DBInstanceIdentifier=name, EnablePerformanceInsights=True, DeletionProtection=True,
+                           ApplyImmediately=True)
+    described = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+    assert (described["PerformanceInsightsEnabled"], described["DeletionProtection"]) == (True, True)
+
+
+def test_patch12_rds_monitoring_managed_policy_attaches(boto3_client):
+    iam = boto3_client("iam")
+    arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    assert policy["PolicyName"] == "AmazonRDSEnhancedMonitoringRole"
+    role = uid("mon")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
+    iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+    attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [arn]
+    with pytest.raises(ClientError) as exc:
+        iam.get_policy(PolicyArn="arn:aws:iam::aws:policy/NoSuchPolicyAnywhere")
+    assert exc.value.response["Error"]["Code"] == "NoSuchEntity"
+
+
+def test_patch3_observability_parameters_have_metadata(boto3_client):
+    rds = boto3_client("rds")
+    name = uid("pg16obs")
+    rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres16", Description="t")
+    params = rds.get_paginator("describe_db_parameters").paginate(
+        DBParameterGroupName=name).build_full_result()["Parameters"]
+    by_name = {p["ParameterName"]: p for p in params}
+    for pname, dtype in (("log_lock_waits", "boolean"), ("log_autovacuum_min_duration", "integer"),
+                         ("log_temp_files", "integer"), ("track_io_timing", "boolean")):
+        assert (by_name[pname]["DataType"], by_name[pname]["ApplyType"]) == (dtype, "dynamic")
+    assert by_name["shared_preload_libraries"]["ApplyType"] == "static"
+
+
+def test_patch13_pending_maintenance_actions_answer(boto3_client):
+    rds = boto3_client("rds")
+    name = uid("maint")
+    arn = rds.create_db_instance(
+        DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.4", DBInstanceClass="db.t4g.medium",
+        AllocatedStorage=20, MasterUsername="admin", MasterUserPassword="not-a-real-secret-1",
+    )["DBInstance"]["DBInstanceArn"]
+    assert rds.describe_pending_maintenance_actions(ResourceIdentifier=arn)["PendingMaintenanceActions"] == []
+    assert rds.describe_pending_maintenance_actions()["PendingMaintenanceActions"] == []
+    with pytest.raises(ClientError) as exc:
+        rds.describe_pending_maintenance_actions(ResourceIdentifier=arn + "-gone")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"

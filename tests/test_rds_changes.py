@@ -89,6 +89,36 @@ def test_asynchronous_changes_apply_now_whatever_apply_immediately_says(setting,
     assert (c["when"], c["applies"]) == (rc.IMMEDIATE, "now")
 
 
+@pytest.mark.parametrize("setting,value", [
+    ("monitoring_interval", 60), ("monitoring_role_arn", "arn:aws:iam::123456789012:role/mon"),
+    ("enable_performance_insights", True), ("performance_insights_retention_period", 31),
+    ("enable_cloudwatch_logs_exports", ["upgrade", "postgresql"]),
+])
+@pytest.mark.parametrize("apply_immediately", [False, True])
+def test_observability_applies_now_without_downtime(setting, value, apply_immediately):
+    c = one({setting: value}, apply_immediately)
+    assert (c["when"], c["applies"]) == (rc.IMMEDIATE, "now")
+
+
+def test_observability_matches_when_equal_and_log_exports_compare_as_sets():
+    instance = dict(INSTANCE, MonitoringInterval=60, PerformanceInsightsEnabled=True,
+                    PerformanceInsightsRetentionPeriod=7, EnabledCloudwatchLogsExports=["upgrade", "postgresql"],
+                    PerformanceInsightsKMSKeyId="arn:aws:kms:ap-southeast-2:123456789012:key/pi")
+    desired = {"monitoring_interval": "60", "enable_performance_insights": True,
+               "performance_insights_retention_period": "7", "enable_cloudwatch_logs_exports": ["postgresql", "upgrade"],
+               "performance_insights_kms_key_id": "pi"}
+    assert rc.classify_instance(instance, desired) == []
+
+
+def test_performance_insights_key_is_set_once():
+    first = one({"performance_insights_kms_key_id": "arn:aws:kms:ap-southeast-2:123456789012:key/pi"})
+    assert first["when"] == rc.IMMEDIATE
+    instance = dict(INSTANCE, PerformanceInsightsKMSKeyId="arn:aws:kms:ap-southeast-2:123456789012:key/pi")
+    other = one({"performance_insights_kms_key_id": "arn:aws:kms:ap-southeast-2:123456789012:key/other"},
+                instance=instance)
+    assert other["when"] == rc.REPLACE
+
+
 def test_backup_retention_between_non_zero_values_is_immediate():
     c = one({"backup_retention_period": 14})
     assert (c["when"], c["applies"]) == (rc.IMMEDIATE, "now")

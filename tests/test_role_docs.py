@@ -28,8 +28,8 @@ def spec_options(role: str) -> dict[str, dict]:
     return options
 
 
-def test_the_six_roles_exist():
-    assert ROLES == ["backup_policy", "migrations", "pgvector", "postgres_db", "rds_instance", "ssm_secret"]
+def test_the_seven_roles_exist():
+    assert ROLES == ["backup_policy", "migrations", "monitoring", "pgvector", "postgres_db", "rds_instance", "ssm_secret"]
 
 
 @pytest.mark.parametrize("role", ROLES)

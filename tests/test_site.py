@@ -13,6 +13,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg2
@@ -248,6 +250,19 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     assert instance["PreferredBackupWindow"] == "15:30-16:00"
     assert instance["BackupRetentionPeriod"] >= 7
     assert instance["PubliclyAccessible"] is False
+    # observability, converged (the second run above changed none of it)
+    assert (instance["MonitoringInterval"], instance["PerformanceInsightsEnabled"],
+            instance["PerformanceInsightsRetentionPeriod"]) == (60, True, 7)
+    assert instance["MonitoringRoleArn"].endswith(":role/ndis-chatbot-local-rds-monitoring")
+    assert sorted(instance["EnabledCloudwatchLogsExports"]) == ["postgresql", "upgrade"]
+    params = {p["ParameterName"]: p.get("ParameterValue") for p in boto3_client("rds").get_paginator(
+        "describe_db_parameters").paginate(DBParameterGroupName="ndis-chatbot-local-postgres16").build_full_result()["Parameters"]}
+    assert params["shared_preload_libraries"] == "pg_stat_statements" and params["log_lock_waits"] == "1"
+    assert params["idle_in_transaction_session_timeout"] == "300000"
+    groups = boto3_client("logs").describe_log_groups(logGroupNamePrefix="/aws/rds/instance/ndis-chatbot-local/")["logGroups"]
+    assert {g["logGroupName"].rsplit("/", 1)[1]: g["retentionInDays"] for g in groups} == {"postgresql": 30, "upgrade": 30}
+    alarms = boto3_client("cloudwatch").describe_alarms(AlarmNamePrefix="ndis-chatbot-local-")["MetricAlarms"]
+    assert len(alarms) == 8 and all(a["AlarmActions"] == [alarms[0]["AlarmActions"][0]] for a in alarms)
     param = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
     assert param["Type"] == "SecureString"
     url = param["Value"]
@@ -363,3 +378,79 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
             cur.execute("DROP TABLE IF EXISTS drift_probe")
             cur.execute("DELETE FROM public.schema_migrations WHERE version = '9000'")
         conn.close()
+
+
+def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(local_stack, boto3_client):
+    """playbooks/health.yml after a dump and a restore test: all well; then an alarm set to
+    ALARM and a session holding a lock another waits on: it fails naming both."""
+    pg = local_stack["pg"]
+    env = {**os.environ, "PGHOST": pg["host"], "PGPORT": str(pg["port"]), "PGUSER": pg["user"],
+           "PGPASSWORD": local_stack["admin_password"], "PGSSLMODE": "disable", "DBOPS_PG_BINDIR": pg["bindir"],
+           "AWS_ENDPOINT_URL": local_stack["aws"]["endpoint_url"], "AWS_REGION": local_stack["aws"]["region"],
+           "AWS_ACCESS_KEY_ID": local_stack["aws"]["access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": local_stack["aws"]["secret_access_key"]}
+    policy = str(REPO_ROOT / "configs/backup/backup.rules.json")
+    for command in ("dump", "restore-test"):
+        ran = subprocess.run([str(BIN / "dbops-dump"), command, "--policy", policy, "--database", "ndis_chatbot", "--json"],
+                             env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    healthy = run_playbook(local_stack, playbook="playbooks/health.yml")
+    assert healthy.returncode == 0, healthy.stdout[-4000:]
+    assert re.search(r"HEALTH ndis-chatbot-local: 0 FAIL, \d+ WARN, \d+ ok", healthy.stdout)
+    for name in ("CloudWatch alarms", "RDS instance", "Pending maintenance", "Storage headroom",
+                 "Point-in-time recovery \\(RPO\\)", "Newest logical dump", "Last restore test",
+                 "Connections vs max_connections", "Long-running statements", "Idle in transaction", "Blocking locks",
+                 "Dead tuples on public.embeddings", "Vector index on public.embeddings", "Vector recall@10"):
+        assert re.search(rf"(PASS|INFO|WARN)\s+{name}\s", healthy.stdout), name
+    assert re.search(r"INFO\s+Slow statements\s+pg_stat_statements: not available on this server", healthy.stdout)
+    assert re.search(r"PASS\s+Newest logical dump\s+\d+ (s|min) old", healthy.stdout)
+    assert re.search(r"PASS\s+Last restore test\s+PASS \d+ (s|min) ago", healthy.stdout)  # the record dbops-dump kept
+    assert recap(healthy.stdout)["changed"] == 0
+
+    boto3_client("cloudwatch").set_alarm_state(AlarmName="ndis-chatbot-local-cpu", StateValue="ALARM",
+                                               StateReason="Threshold Crossed: test")
+    holder = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
+    waiter = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
+    waiter.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS health_lock_probe (id int)")
+    holder.commit()
+    with holder.cursor() as cur:
+        cur.execute("SET application_name = 'holds-the-lock'; LOCK TABLE health_lock_probe IN EXCLUSIVE MODE")
+        cur.execute("SELECT pg_backend_pid()")
+        holder_pid = cur.fetchone()[0]
+    waiter.cursor().execute("SET lock_timeout = '120s'")
+    blocked = threading.Thread(target=lambda: _wait_for_lock(waiter), daemon=True)
+    blocked.start()
+    with holder.cursor() as cur:  # until the other session really waits
+        for _ in range(100):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND %s = ANY (pg_blocking_pids(pid))", (holder_pid,))
+            if cur.fetchone()[0]:
+                break
+            time.sleep(0.1)
+    try:
+        unwell = run_playbook(local_stack, playbook="playbooks/health.yml")
+    finally:
+        holder.rollback()
+        blocked.join(30)
+        with holder.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS health_lock_probe")
+        holder.commit()
+        holder.close()
+        waiter.close()
+        boto3_client("cloudwatch").set_alarm_state(AlarmName="ndis-chatbot-local-cpu", StateValue="OK",
+                                                   StateReason="test over")
+    assert unwell.returncode != 0
+    assert re.search(r"FAIL\s+CloudWatch alarms\s+1 of \d+ in ALARM: ndis-chatbot-local-cpu \(Threshold Crossed",
+                     unwell.stdout), unwell.stdout[-3000:]
+    assert re.search(rf"FAIL\s+Blocking locks\s+pid {holder_pid} \([a-z_]+/holds-the-lock, idle in transaction",
+                     unwell.stdout), unwell.stdout[-3000:]
+    assert "is unwell: CloudWatch alarms; Blocking locks" in unwell.stdout
+
+
+def _wait_for_lock(conn):
+    try:
+        conn.cursor().execute("INSERT INTO health_lock_probe VALUES (1)")
+    except psycopg2.Error:
+        pass

@@ -27,6 +27,7 @@ from conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
+SCHEDULED = REPO_ROOT / ".github" / "workflows" / "scheduled.yml"
 DOCKER_SCENARIO = REPO_ROOT / "molecule" / "docker"
 
 
@@ -39,14 +40,36 @@ def run(*argv: str, timeout: int = 120, **env: str) -> subprocess.CompletedProce
     )
 
 
-def test_workflow_matches_the_github_schema():
-    proc = run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(WORKFLOW))
+@pytest.mark.parametrize("workflow", [WORKFLOW, SCHEDULED], ids=lambda p: p.name)
+def test_workflow_matches_the_github_schema(workflow):
+    proc = run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_workflow_passes_zizmor():
-    proc = run("zizmor", "--offline", "--no-progress", str(WORKFLOW))
+@pytest.mark.parametrize("workflow", [WORKFLOW, SCHEDULED], ids=lambda p: p.name)
+def test_workflow_passes_zizmor(workflow):
+    proc = run("zizmor", "--offline", "--no-progress", str(workflow))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_scheduled_workflow_runs_drift_and_health_per_environment():
+    workflow = yaml.safe_load(SCHEDULED.read_text())
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow[True]["schedule"][0]["cron"]  # PyYAML reads the key `on` as True
+    envs = set(workflow["jobs"]["environment"]["strategy"]["matrix"]["env"])
+    inventories = {p.name for p in (REPO_ROOT / "inventories").iterdir() if (p / "hosts.yml").exists()}
+    assert envs == inventories - {"local"}, "every AWS environment has its scheduled job"
+    for job in workflow["jobs"].values():
+        runs = [step.get("run", "") for step in job["steps"]]
+        drift = next(i for i, r in enumerate(runs) if "playbooks/drift.yml" in r and "--check" in r)
+        health = next(i for i, r in enumerate(runs) if "playbooks/health.yml" in r)
+        assert job["steps"][health]["if"] == "${{ !cancelled() }}", "health runs even when drift failed"
+        assert drift < health
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"pin {step['uses']} to a commit"
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
 
 
 def test_workflow_runs_what_make_test_runs():

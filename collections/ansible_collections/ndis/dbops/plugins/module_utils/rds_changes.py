@@ -64,6 +64,15 @@ RULES = {
                           "encryption can only be set when the instance is created: restore a snapshot copy"),
     "kms_key_id": ("KmsKeyId", "replace", "the storage key can only be set when the instance is created"),
     "master_username": ("MasterUsername", "replace", "the master user name cannot be changed"),
+    # Observability: each applies at once whatever apply_immediately says, no downtime.
+    "monitoring_interval": ("MonitoringInterval", "async", "Enhanced Monitoring; no interruption"),
+    "monitoring_role_arn": ("MonitoringRoleArn", "async", "Enhanced Monitoring; no interruption"),
+    "enable_performance_insights": ("PerformanceInsightsEnabled", "async", "Performance Insights; no interruption"),
+    "performance_insights_retention_period": ("PerformanceInsightsRetentionPeriod", "async",
+                                              "Performance Insights; no interruption"),
+    "performance_insights_kms_key_id": ("PerformanceInsightsKMSKeyId", "pi-key",
+                                        "the Performance Insights key cannot change once set"),
+    "enable_cloudwatch_logs_exports": ("EnabledCloudwatchLogsExports", "async", "log exports; no interruption"),
 }
 
 
@@ -84,12 +93,13 @@ def _current_value(instance, key):
 def _normalise(setting, value):
     if value is None:
         return None
-    if setting == "vpc_security_group_ids":
+    if setting in ("vpc_security_group_ids", "enable_cloudwatch_logs_exports"):
         return sorted(value)
     if setting in ("preferred_maintenance_window",):
         return str(value).lower()
     if setting in ("allocated_storage", "max_allocated_storage", "iops", "storage_throughput",
-                   "backup_retention_period", "port"):
+                   "backup_retention_period", "port",
+                   "monitoring_interval", "performance_insights_retention_period"):
         return int(value)
     return value
 
@@ -105,6 +115,9 @@ def _when(kind, apply_immediately, current=None, desired=None):
         return NEEDS_REBOOT
     if kind == "replace":
         return REPLACE
+    if kind == "pi-key":
+        # Set with Performance Insights turned on; once set, RDS refuses another key.
+        return IMMEDIATE if current is None else REPLACE
     if kind == "retention":
         # 0 <-> non-zero turns automated backups (and point-in-time recovery) on or off:
         # the instance restarts. Between two non-zero values it applies at once.
@@ -131,7 +144,7 @@ def classify_instance(current, desired, apply_immediately=False):
         if setting == "engine_version" and have is not None and want is not None:
             if str(have).split(".")[0] != str(want).split(".")[0]:
                 note = "major version upgrade: needs allow_major_version_upgrade and a compatible parameter group"
-        if setting == "kms_key_id" and have and want and (str(have).endswith(str(want)) or str(want).endswith(str(have))):
+        if setting in ("kms_key_id", "performance_insights_kms_key_id") and have and want and (str(have).endswith(str(want)) or str(want).endswith(str(have))):
             continue  # an alias or key id naming the same key ARN
         if have == want:
             continue
@@ -152,7 +165,7 @@ def _applies(kind, when, apply_immediately):
         return "never in place"
     if when == NEEDS_REBOOT:
         return "at the next reboot"
-    if kind in ("async", "retention") and when == IMMEDIATE:
+    if kind in ("async", "retention", "pi-key") and when == IMMEDIATE:
         return "now"
     return "now" if apply_immediately else "next maintenance window"
 

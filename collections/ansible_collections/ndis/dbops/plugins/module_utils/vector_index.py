@@ -48,6 +48,7 @@ import time
 
 from ansible_collections.ndis.dbops.plugins.module_utils import pg_connection
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
+from ansible_collections.ndis.dbops.plugins.module_utils.progress import ProgressFile, Ticker, index_build_poll
 
 try:
     import psycopg2
@@ -504,8 +505,12 @@ def build_settings(plan, maintenance_work_mem=None, max_memory="2GB", parallel_w
     return settings
 
 
-def apply_plan(conn, plan, settings):
-    """Run a create / rebuild plan.  Returns the list of statements run."""
+def apply_plan(conn, plan, settings, progress=None, conn_params=None, interval=10):
+    """Run a create / rebuild plan.  Returns the list of statements run.
+
+    With ``progress`` (a progress.ProgressFile) and ``conn_params``, a line per ``interval``
+    seconds says how far the build is, read from pg_stat_progress_create_index.
+    """
     d = plan["decl"]
     cur = conn.cursor()
     ran = []
@@ -521,8 +526,15 @@ def apply_plan(conn, plan, settings):
         _drop_concurrently(cur, d["schema"], target)  # leftover of an interrupted earlier swap
     stmt = create_sql(d, plan["params"], name=target)
     t0 = time.monotonic()
+    poll = (index_build_poll(lambda: connect(conn_params, application_name="pgvector_index_progress"),
+                             conn.get_backend_pid()) if progress and conn_params else None)
     try:
-        cur.execute(stmt)
+        if poll:
+            with Ticker(progress, "index %s" % target, poll, interval):
+                cur.execute(stmt)
+            progress.line("index %s" % target, "built", plan["rows"], plan["rows"])
+        else:
+            cur.execute(stmt)
     except psycopg2.Error as e:
         text = _pg_error_text(e)
         try:
@@ -537,6 +549,9 @@ def apply_plan(conn, plan, settings):
             hint = " The build hit statement_timeout: raise pgvector_build_timeout."
         raise VectorIndexError("building index %s on %s failed: %s; %s.%s" % (target, plan["table"], text, cleanup, hint),
                                sqlstate=getattr(e, "pgcode", None), index=d["name"])
+    finally:
+        if poll:
+            poll.close()
     ran.append(stmt.as_string(cur))
     if swap:
         _drop_concurrently(cur, d["schema"], d["name"])
@@ -555,7 +570,7 @@ def _public_plan(plan):
 
 def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=False, allow_rebuild=False,
                    ivfflat_min_rows=1000, stale_factor=2.0, maintenance_work_mem=None, maintenance_work_mem_max="2GB",
-                   parallel_workers=None, build_timeout=3600, check_mode=False):
+                   parallel_workers=None, build_timeout=3600, check_mode=False, progress_file="", progress_interval=10):
     """Bring the declared vector indexes to their declaration.
 
     Returns {changed, queries, indexes: [plan...], extension: {installed, available}, deferred, problems, diff}.
@@ -590,7 +605,8 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
                 else:
                     settings = build_settings(p, maintenance_work_mem, maintenance_work_mem_max, parallel_workers, build_timeout)
                     p["settings"] = dict(settings)
-                    result["queries"].extend(apply_plan(conn, p, settings))
+                    result["queries"].extend(apply_plan(conn, p, settings, ProgressFile(progress_file) if progress_file else None,
+                                                        conn_params, progress_interval))
                 after.append(p["sql"].replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX"))
             else:
                 after.append(before[-1])

@@ -79,6 +79,17 @@ options:
     description: C(statement_timeout) of each build, seconds (0 = none).
     type: int
     default: 3600
+  progress_file:
+    description:
+      - File to append a progress line to every O(progress_interval) seconds while a build runs
+        (phase, share done, elapsed, from C(pg_stat_progress_create_index)); with C(async) and
+        ndis.dbops.progress_wait the lines are printed at default verbosity. Empty writes none.
+    type: str
+    default: ""
+  progress_interval:
+    description: Seconds between two progress lines.
+    type: float
+    default: 10
 notes:
   - Supports C(check_mode) (reads the catalog and reports what would be created or rebuilt; builds
     nothing) and C(diff) (index definitions before and after).
@@ -171,6 +182,8 @@ def main():
         maintenance_work_mem_max=dict(type="str", default="2GB"),
         max_parallel_maintenance_workers=dict(type="int"),
         build_timeout=dict(type="int", default=3600),
+        progress_file=dict(type="str", default=""),
+        progress_interval=dict(type="float", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not vi.HAS_PSYCOPG2:
@@ -183,7 +196,7 @@ def main():
             ivfflat_min_rows=p["ivfflat_min_rows"], stale_factor=p["stale_factor"],
             maintenance_work_mem=p["maintenance_work_mem"], maintenance_work_mem_max=p["maintenance_work_mem_max"],
             parallel_workers=p["max_parallel_maintenance_workers"], build_timeout=p["build_timeout"],
-            check_mode=module.check_mode,
+            check_mode=module.check_mode, progress_file=p["progress_file"], progress_interval=p["progress_interval"],
         )
     except vi.VectorIndexError as e:
         partial = dict(e.result or {})

@@ -1,0 +1,259 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ndis.dbops
+# Apache-2.0 (the collection licence, see galaxy.yml)
+"""The health checks' verdicts, from rows already read: pure functions, unit-tested
+(tests/test_health.py) without a server that has what they parse (the embedded build has
+no pg_stat_statements, for one).
+
+A check is a dict: name, status (PASS, WARN, FAIL, INFO), detail. Only FAIL fails
+playbooks/health.yml; WARN is worth a look, INFO is a figure.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
+STATUSES = (PASS, WARN, FAIL, INFO)
+
+
+def check(name, status, detail):
+    if status not in STATUSES:
+        raise ValueError("unknown status %r" % status)
+    return dict(name=name, status=status, detail=detail)
+
+
+def line(c, width=34):
+    """One screen line: status, name, detail."""
+    return ("%-5s %-*s %s" % (c["status"], width, c["name"], c["detail"])).rstrip()
+
+
+def short(text, limit=60):
+    text = re.sub(r"\s+", " ", str(text or "")).strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def duration(seconds):
+    seconds = int(seconds or 0)
+    if seconds < 120:
+        return "%d s" % seconds
+    if seconds < 7200:
+        return "%d min" % (seconds // 60)
+    if seconds < 172800:
+        return "%.1f h" % (seconds / 3600.0)
+    return "%.1f d" % (seconds / 86400.0)
+
+
+# ---------------------------------------------------------------- sessions and locks
+
+def connections_check(used, max_connections, reserved=3, warn_share=0.8, fail_share=0.95):
+    usable = max(int(max_connections) - int(reserved), 1)
+    share = float(used) / usable
+    status = FAIL if share >= fail_share else WARN if share >= warn_share else PASS
+    return check("Connections vs max_connections", status,
+                 "%d of %d usable (%d%%; max_connections %d, %d reserved)"
+                 % (used, usable, round(share * 100), int(max_connections), int(reserved)))
+
+
+def session_checks(rows, long_seconds=300, idle_seconds=60):
+    """rows: pg_stat_activity client backends, dicts with pid, usename, application_name, state,
+    query_seconds, state_seconds, xact_seconds, query. Returns the two checks."""
+    long_running = [r for r in rows if r.get("state") == "active" and (r.get("query_seconds") or 0) >= long_seconds]
+    idle = [r for r in rows if (r.get("state") or "").startswith("idle in transaction")
+            and (r.get("state_seconds") or 0) >= idle_seconds]
+
+    def who(r, key):
+        return "pid %s %s/%s %s: %s" % (r["pid"], r.get("usename") or "?", r.get("application_name") or "-",
+                                        duration(r.get(key)), short(r.get("query"), 40))
+
+    out = [
+        check("Long-running statements", WARN if long_running else PASS,
+              "; ".join(who(r, "query_seconds") for r in long_running[:3]) or "none over %s" % duration(long_seconds)),
+        check("Idle in transaction", WARN if idle else PASS,
+              "; ".join(who(r, "state_seconds") for r in idle[:3]) or "none over %s" % duration(idle_seconds)),
+    ]
+    return out
+
+
+def blocking_check(rows, fail_seconds=0):
+    """rows: blocked sessions, dicts with pid, blocked_seconds, query and the blocker's
+    blocker_pid, blocker_user, blocker_app, blocker_state, blocker_query, blocker_xact_seconds."""
+    blocked = [r for r in rows if (r.get("blocked_seconds") or 0) >= fail_seconds]
+    if not blocked:
+        return check("Blocking locks", PASS, "no session waits on another's lock")
+    by_blocker = {}
+    for r in blocked:
+        by_blocker.setdefault(r["blocker_pid"], []).append(r)
+    parts = []
+    for pid, waiting in sorted(by_blocker.items(), key=lambda kv: -len(kv[1])):
+        b = waiting[0]
+        parts.append("pid %s (%s/%s, %s, transaction %s: %s) blocks %d session(s) for up to %s"
+                     % (pid, b.get("blocker_user") or "?", b.get("blocker_app") or "-", b.get("blocker_state") or "?",
+                        duration(b.get("blocker_xact_seconds")), short(b.get("blocker_query"), 40), len(waiting),
+                        duration(max(w.get("blocked_seconds") or 0 for w in waiting))))
+    return check("Blocking locks", FAIL, "; ".join(parts) + "; pg_terminate_backend(pid) ends it")
+
+
+# ---------------------------------------------------------------- tables and indexes
+
+def vacuum_check(row, dead_share=0.2, min_dead=1000):
+    """row: table, live, dead, last_autovacuum_seconds (None: never), last_vacuum_seconds."""
+    live, dead = int(row.get("live") or 0), int(row.get("dead") or 0)
+    share = float(dead) / (live + dead) if live + dead else 0.0
+    ages = [a for a in (row.get("last_autovacuum_seconds"), row.get("last_vacuum_seconds")) if a is not None]
+    when = "last vacuum %s ago" % duration(min(ages)) if ages else "never vacuumed"
+    status = WARN if dead >= min_dead and share >= dead_share else PASS
+    return check("Dead tuples on %s" % row["table"], status,
+                 "%d dead of %d rows (%d%%), %s" % (dead, live + dead, round(share * 100), when))
+
+
+def index_check(name, table, used_index, index_bytes, table_bytes, rows, min_rows=1000):
+    size = "index %s, table %s" % (human_bytes(index_bytes), human_bytes(table_bytes))
+    if index_bytes is None:
+        return check("Vector index on %s" % table, FAIL, "%s does not exist" % name)
+    if rows < min_rows:
+        return check("Vector index on %s" % table, INFO,
+                     "%s; planner not asked: fewer than %d rows (%d), a scan is as fast" % (size, min_rows, rows))
+    if used_index != name:
+        return check("Vector index on %s" % table, FAIL, "the app's query uses %s, not %s; %s"
+                     % (used_index or "a sequential scan", name, size))
+    ratio = float(index_bytes) / table_bytes if table_bytes else 0.0
+    return check("Vector index on %s" % table, PASS, "%s used by the app's query; %s (%.1fx)" % (name, size, ratio))
+
+
+def human_bytes(n):
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+# ---------------------------------------------------------------- pg_stat_statements
+
+def pg_stat_statements_check(installed, available, rows=None, min_mean_ms=100.0, limit=3):
+    """installed: the extension exists in this database; available: the server offers it
+    (pg_available_extensions). rows: dicts with query, calls, mean_exec_time (ms),
+    total_exec_time (ms), in any order."""
+    name = "Slow statements"
+    if not installed:
+        if not available:
+            return check(name, INFO, "pg_stat_statements: not available on this server")
+        return check(name, WARN, "pg_stat_statements is available but not installed: CREATE EXTENSION pg_stat_statements"
+                                 " (and preload it: shared_preload_libraries)")
+    slow = parse_pg_stat_statements(rows or [], min_mean_ms)
+    if not slow:
+        return check(name, PASS, "no statement averages over %s ms" % _num(min_mean_ms))
+    return check(name, WARN, "; ".join("%s ms x%d: %s" % (_num(s["mean_ms"]), s["calls"], short(s["query"], 50))
+                                       for s in slow[:limit]))
+
+
+def parse_pg_stat_statements(rows, min_mean_ms=100.0):
+    """Statements whose mean time is at least min_mean_ms, slowest total first."""
+    out = []
+    for r in rows:
+        try:
+            mean = float(r.get("mean_exec_time", r.get("mean_time")))  # PostgreSQL 13+ / before 13
+            calls = int(r.get("calls") or 0)
+            total = float(r.get("total_exec_time", r.get("total_time")) or mean * calls)
+        except (TypeError, ValueError):
+            continue
+        if mean >= float(min_mean_ms) and calls > 0:
+            out.append(dict(query=r.get("query") or "", calls=calls, mean_ms=round(mean, 1), total_ms=round(total, 1)))
+    return sorted(out, key=lambda s: -s["total_ms"])
+
+
+# ---------------------------------------------------------------- backups
+
+_FIELDS = ((0, 59, None), (0, 23, None), (1, 31, None),
+           (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+           (0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+
+
+def _expand(text, low, high, names):
+    values = set()
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        step = int(step) if step else 1
+        if base == "*":
+            first, last = low, high
+        else:
+            a, dash, b = base.partition("-")
+            first = _value(a, low, names)
+            last = _value(b, low, names) if dash else (high if step > 1 else first)
+        values.update(range(first, last + 1, step))
+    return values
+
+
+def _value(token, low, names):
+    if names and token.lower() in names:
+        return names.index(token.lower()) + (1 if low == 1 else 0)
+    return int(token)
+
+
+def cron_max_gap_minutes(expr):
+    """The longest gap in minutes between two runs of a 5-field cron, over four weeks.
+
+    The month field is not considered (a schedule that skips months is judged by the months
+    it runs in); days of the month past the 28th are not seen.
+    """
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError("expected 5 cron fields, got %r" % expr)
+    minute, hour, dom, _month, dow = [_expand(f, *spec) for f, spec in zip(fields, _FIELDS)]
+    dow = set(d % 7 for d in dow)
+    dom_any, dow_any = fields[2] == "*", fields[4] == "*"
+    fires = []
+    # 2026-02-01 is a Sunday: four weeks of February, day of week = day index % 7
+    for day in range(28):
+        dom_ok, dow_ok = (day + 1) in dom, (day % 7) in dow
+        # cron: when both are restricted, either matches
+        day_ok = (dom_ok and dow_ok) if (dom_any or dow_any) else (dom_ok or dow_ok)
+        if not day_ok:
+            continue
+        for h in sorted(hour):
+            for m in sorted(minute):
+                fires.append(day * 1440 + h * 60 + m)
+    if not fires:
+        raise ValueError("cron %r does not fire within four weeks" % expr)
+    gaps = [b - a for a, b in zip(fires, fires[1:])] + [fires[0] + 28 * 1440 - fires[-1]]
+    return max(gaps)
+
+
+def dump_age_check(age_seconds, schedule, grace_minutes=120):
+    name = "Newest logical dump"
+    gap = cron_max_gap_minutes(schedule)
+    if age_seconds is None:
+        return check(name, FAIL, "no dump yet (schedule %s): run playbooks/backup_now.yml" % schedule)
+    limit = (gap + grace_minutes) * 60
+    status = PASS if age_seconds <= limit else FAIL
+    return check(name, status, "%s old; schedule %s runs every %s at most, so it may be %s"
+                 % (duration(age_seconds), schedule, duration(gap * 60), duration(limit)))
+
+
+def restore_test_check(result, age_seconds, max_age_days=8):
+    name = "Last restore test"
+    if result is None:
+        return check(name, WARN, "none recorded: run playbooks/restore_test.yml")
+    status = FAIL if result.get("result") != "PASS" else WARN if age_seconds > max_age_days * 86400 else PASS
+    detail = "%s %s ago (%s)" % (result.get("result"), duration(age_seconds), result.get("key", "?").rsplit("/", 1)[-1])
+    if result.get("problems"):
+        detail += ": " + short("; ".join(result["problems"]), 80)
+    return check(name, status, detail)
+
+
+def rpo_check(age_seconds, max_minutes=15):
+    if age_seconds is None:
+        return check("Point-in-time recovery (RPO)", FAIL, "no latest restorable time: automated backups are off")
+    status = PASS if age_seconds <= max_minutes * 60 else FAIL
+    return check("Point-in-time recovery (RPO)", status,
+                 "latest restorable time %s ago (limit %d min)" % (duration(age_seconds), max_minutes))
+
+
+def _num(value):
+    value = float(value)
+    return str(int(value)) if value == int(value) else "%.1f" % value
