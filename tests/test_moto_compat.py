@@ -195,13 +195,14 @@ def test_patch10_managed_master_secret_holds_the_servers_admin_password(boto3_cl
 
     rds, sm = boto3_client("rds"), boto3_client("secretsmanager")
     name = uid("managed")
+    master = local_stack["pg"]["user"]
     created = rds.create_db_instance(
         DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.8",
-        DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="admin",
+        DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername=master,
         ManageMasterUserPassword=True,
     )["DBInstance"]
     secret = json.loads(sm.get_secret_value(SecretId=created["MasterUserSecret"]["SecretArn"])["SecretString"])
-    assert secret["username"] == "admin"
+    assert secret["username"] == master
     assert secret["password"] == local_stack["admin_password"], "the secret holds moto's placeholder, not the server's password"
     pg = local_stack["pg"]
     psycopg2.connect(host=pg["host"], port=pg["port"], user=secret["username"], password=secret["password"],
