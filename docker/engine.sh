@@ -8,7 +8,8 @@
 #   networking only (--bridge=none, --iptables=false: it adds no interface and no firewall
 #   rule to the machine), its own socket, and its own data root, which is the image cache
 #   kept between runs. When the command ends (or fails, or is interrupted), its leftover
-#   containers and networks are removed and dockerd is stopped by its PID.
+#   containers and networks are removed, dockerd is stopped by its PID, and the mounts it
+#   leaves in its exec root (the host's network namespace) are unmounted.
 #
 # Environment:
 #   NDIS_DOCKER_ROOT  data root of a started engine, the image cache (default /var/lib/ndis-docker)
@@ -98,6 +99,11 @@ stop_engine() {
     fi
   fi
   wait "$dockerd_pid" 2>/dev/null || true
+  # dockerd leaves the host's network namespace bind-mounted in its exec root
+  # (exec/netns/default); unmount whatever is still mounted below our run directory
+  local mounts
+  mounts="$(awk -v run="$NDIS_DOCKER_RUN/" 'index($5, run) == 1 {print $5}' /proc/self/mountinfo | sort -r)"
+  for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"; done
   exit "$rc"
 }
 trap stop_engine EXIT
