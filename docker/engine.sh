@@ -47,10 +47,11 @@ install_docker() {
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 0755 "$policy" && added=1
   fi
-  local rc=0
+  local rc=0 start=$SECONDS
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; } || rc=$?
   [ -z "$added" ] || rm -f "$policy"
   [ "$rc" -eq 0 ] || die "apt-get install docker.io failed (exit $rc)"
+  log "installed docker.io in $((SECONDS - start))s"
 }
 command -v dockerd >/dev/null 2>&1 || install_docker
 command -v docker >/dev/null 2>&1 || die "docker.io is installed but the docker client is not on PATH"
