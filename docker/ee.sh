@@ -73,4 +73,4 @@ if [ "$action" = build ]; then
 fi
 export NDIS_EE_IMAGE NDIS_EE_REQUIRED=1
 log "running site.yml in $NDIS_EE_IMAGE"
-exec "$BIN/python" -m pytest -q -p no:cacheprovider "tests/test_awx.py::test_site_runs_in_the_execution_environment"
+exec "$BIN/python" -m pytest -q -s -p no:cacheprovider "tests/test_awx.py::test_site_runs_in_the_execution_environment"

@@ -186,7 +186,7 @@ def test_site_runs_in_the_execution_environment(tmp_path, awx_stack):
             pytest.fail("NDIS_EE_REQUIRED is set but NDIS_EE_IMAGE is not")
         pytest.skip("needs the execution environment image and a Docker engine: `make ee` builds it and runs this test")
     pdd = private_data_dir(tmp_path, awx_stack)
-    run_site(
+    stdout = run_site(
         pdd, "ee", "/runner/project",
         "--process-isolation", "--process-isolation-executable", "docker", "--container-image", image,
         "--container-option=--network=host",
@@ -194,3 +194,10 @@ def test_site_runs_in_the_execution_environment(tmp_path, awx_stack):
     )
     command = json.loads((pdd / "artifacts" / "ee" / "command").read_text())["command"]
     assert command[:2] == ["docker", "run"] and image in command, command
+    # what the job said (shown with `pytest -s`, as docker/ee.sh runs it): the verify summary
+    # and the recap
+    lines = stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if "VERIFY ndis-chatbot-local:" in line)
+    summary = [line.strip().strip('",') for line in lines[first:first + 12] if "PASS" in line or "VERIFY" in line]
+    recap = [line for line in lines if line.startswith("ndis-chatbot-local ") and "ok=" in line]
+    print(f"\n{image}: ansible-runner (docker, /runner/project) site.yml", *summary, *recap[-1:], sep="\n")
