@@ -9,7 +9,7 @@ export ANSIBLE_HOME ?= $(CURDIR)/.ansible
 # The local stack `make local` uses (Molecule and pytest run their own, on other ports).
 export NDIS_LOCAL_STACK_DIR ?= /tmp/ndis-local-stack
 
-.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule molecule-docker test bench clean
+.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule molecule-docker ee test test-docker bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,8 +53,17 @@ pytest: collections  ## Python tests against the real embedded PostgreSQL and mo
 molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
 	$(BIN)/molecule test -s default
 
-molecule-docker: collections  ## Molecule docker scenario (needs a Docker engine): pgvector/pgvector:pg16 and moto containers
-	$(BIN)/molecule test -s docker
+# The Docker steps run under docker/engine.sh: the engine that answers, or (root on Debian)
+# a dockerd installed and started for the run and stopped after it. Images the registry
+# cannot give are built locally (docker/images.sh) and kept between runs.
+molecule-docker: collections  ## Molecule docker scenario: pgvector/pgvector:pg16 (or a local build) and moto containers
+	BIN=$(BIN) docker/engine.sh docker/molecule.sh
+
+ee: collections  ## Build the execution environment (ansible-builder) and run site.yml in it against a local stack
+	BIN=$(BIN) docker/engine.sh docker/ee.sh
+
+test-docker: collections  ## CI's second step: the Docker scenario and the execution environment, one engine for both
+	BIN=$(BIN) docker/engine.sh docker/test.sh
 
 test: lint pytest molecule  ## Everything CI runs
 

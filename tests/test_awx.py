@@ -110,14 +110,14 @@ def awx_stack():
         run_stack("down", *args, check=False)
 
 
-def test_site_runs_under_ansible_runner(tmp_path, awx_stack):
-    # The private data dir, as AWX lays it out: project/ (the synced project), env/ (extra
-    # environment variables, runner settings), inventory/, artifacts/ (written by the run).
+def private_data_dir(tmp_path: Path, stack: dict) -> Path:
+    """The private data dir, as AWX lays it out: project/ (the synced project), env/ (extra
+    environment variables, runner settings), inventory/, artifacts/ (written by the run)."""
     pdd = tmp_path / "pdd"
     shutil.copytree(REPO_ROOT, pdd / "project", ignore=COPY_IGNORE, symlinks=True)
     (pdd / "env").mkdir()
     (pdd / "env" / "envvars").write_text(yaml.safe_dump({
-        "NDIS_LOCAL_STACK_DIR": awx_stack["dir"],
+        "NDIS_LOCAL_STACK_DIR": stack["dir"],
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     }))
@@ -125,7 +125,8 @@ def test_site_runs_under_ansible_runner(tmp_path, awx_stack):
     # AWX imports a project-sourced inventory (source path `inventories/`) with
     # `ansible-inventory --list`, keeps the variables as written (templates unrendered), and
     # hands each job an executable inventory script printing them: the same here, limited to
-    # the `local` environment.
+    # the `local` environment. `/usr/bin/env python3`, as AWX writes it: the script runs
+    # wherever the job runs, on this machine or inside the execution environment.
     imported = subprocess.run(
         [str(BIN / "ansible-inventory"), "-i", "inventories", "--list", "--export", "--limit", "local"],
         cwd=pdd / "project", env=clean_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
@@ -136,14 +137,20 @@ def test_site_runs_under_ansible_runner(tmp_path, awx_stack):
     assert "{{" in json.dumps(inventory["local"]["vars"]), "variables should stay unrendered, as AWX stores them"
     (pdd / "inventory").mkdir()
     script = pdd / "inventory" / "hosts"
-    script.write_text(f"#!{sys.executable}\nimport sys\nprint({json.dumps(imported.stdout)} if '--list' in sys.argv else '{{}}')\n")
+    script.write_text(f"#!/usr/bin/env python3\nimport sys\nprint({json.dumps(imported.stdout)} if '--list' in sys.argv else '{{}}')\n")
     script.chmod(0o755)
+    return pdd
 
+
+def run_site(pdd: Path, ident: str, project: str, *runner_args: str) -> str:
+    """``ansible-runner run`` of site.yml over the private data dir; asserts that the job
+    succeeded, that its tasks came from the project at ``project`` (where the job sees the
+    private data dir's copy), and that verify passed; returns the job's stdout."""
     proc = subprocess.run(
-        [str(BIN / "ansible-runner"), "run", str(pdd), "-p", "site.yml", "--limit", "local", "--ident", "site"],
-        env=clean_env(), capture_output=True, text=True, timeout=660, stdin=subprocess.DEVNULL,
+        [str(BIN / "ansible-runner"), "run", str(pdd), "-p", "site.yml", "--limit", "local", "--ident", ident, *runner_args],
+        env=clean_env(), capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
     )
-    artifacts = pdd / "artifacts" / "site"
+    artifacts = pdd / "artifacts" / ident
     stdout = (artifacts / "stdout").read_text() if (artifacts / "stdout").exists() else proc.stdout
     assert proc.returncode == 0, f"ansible-runner exited {proc.returncode}\n{stdout[-4000:]}\n{proc.stderr[-2000:]}"
     assert (artifacts / "status").read_text() == "successful"
@@ -153,7 +160,44 @@ def test_site_runs_under_ansible_runner(tmp_path, awx_stack):
     (stats,) = [e["event_data"] for e in events if e["event"] == "playbook_on_stats"]
     assert not stats["failures"] and not stats["dark"], stats
     assert stats["ok"].get("ndis-chatbot-local"), stats
-    # The run used the project copy (AWX's cwd), not the repository it was copied from.
     (start,) = [e["event_data"] for e in events if e["event"] == "playbook_on_start"]
     assert Path(start["playbook"]).name == "site.yml"
+    task_paths = {e["event_data"]["task_path"] for e in events if e["event"] == "playbook_on_task_start"}
+    assert task_paths and all(p.startswith(f"{project}/") for p in task_paths), sorted(task_paths)[:5]
     assert re.search(r"VERIFY ndis-chatbot-local: (\d+)/\1 passed", stdout), stdout[-4000:]
+    return stdout
+
+
+def test_site_runs_under_ansible_runner(tmp_path, awx_stack):
+    pdd = private_data_dir(tmp_path, awx_stack)
+    # The run used the project copy (AWX's cwd), not the repository it was copied from.
+    run_site(pdd, "site", str(pdd / "project"))
+
+
+def test_site_runs_in_the_execution_environment(tmp_path, awx_stack):
+    """site.yml inside the image ansible-builder built from execution-environment.yml, as an
+    AWX job runs in its execution environment: ansible-runner starts the container with the
+    private data dir mounted at /runner. The container shares the host's network (the stack
+    listens on 127.0.0.1) and sees the stack's directory, where stack.json, the admin
+    password and the TLS CA live. `make ee` builds the image and runs this test."""
+    image = os.environ.get("NDIS_EE_IMAGE")
+    if not image:
+        if os.environ.get("NDIS_EE_REQUIRED"):
+            pytest.fail("NDIS_EE_REQUIRED is set but NDIS_EE_IMAGE is not")
+        pytest.skip("needs the execution environment image and a Docker engine: `make ee` builds it and runs this test")
+    pdd = private_data_dir(tmp_path, awx_stack)
+    stdout = run_site(
+        pdd, "ee", "/runner/project",
+        "--process-isolation", "--process-isolation-executable", "docker", "--container-image", image,
+        "--container-option=--network=host",
+        "--container-volume-mount", f"{awx_stack['dir']}:{awx_stack['dir']}",
+    )
+    command = json.loads((pdd / "artifacts" / "ee" / "command").read_text())["command"]
+    assert command[:2] == ["docker", "run"] and image in command, command
+    # what the job said (shown with `pytest -s`, as docker/ee.sh runs it): the verify summary
+    # and the recap
+    lines = stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if "VERIFY ndis-chatbot-local:" in line)
+    summary = [line.strip().strip('",') for line in lines[first:first + 12] if "PASS" in line or "VERIFY" in line]
+    recap = [line for line in lines if line.startswith("ndis-chatbot-local ") and "ok=" in line]
+    print(f"\n{image}: ansible-runner (docker, /runner/project) site.yml", *summary, *recap[-1:], sep="\n")

@@ -1,14 +1,15 @@
 """Where the project runs besides the laptop: GitHub Actions, the Docker scenario, pre-commit.
 
-None of these can run here (no Docker engine, no GitHub), so each is validated as far as
-this machine allows:
+`make test-docker` (CI's second step, .ci/run) runs the Docker scenario and the execution
+environment for real; these tests check, without an engine, what they rest on:
 
 - .github/workflows/ci.yml: the GitHub workflow JSON Schema (check-jsonschema's vendored
   copy, offline), zizmor's offline audits (pinned actions, permissions, credentials,
   injection), and the jobs CI needs: lint, pytest, both Molecule scenarios, a pgvector service.
 - molecule/docker: `molecule list` validates molecule.yml against Molecule's and the docker
   driver's schemas; its playbooks pass `ansible-playbook --syntax-check` with the local
-  inventory (`molecule syntax` itself asks the Docker daemon first, so it cannot run here).
+  inventory (`molecule syntax` itself asks the Docker daemon first).
+- docker/*.sh: `bash -n`; the Makefile and .ci/run wire them as the README says.
 - .pre-commit-config.yaml: valid for pre-commit, and its hooks are the `make lint` commands.
 """
 
@@ -72,6 +73,17 @@ def test_scheduled_workflow_runs_drift_and_health_per_environment():
                 assert step["with"]["persist-credentials"] is False
 
 
+def image_default(image: str) -> str:
+    """``${VAR:-default}`` (Molecule's interpolation) -> default; a plain name as it is."""
+    found = re.fullmatch(r"\$\{\w+:-([^}]+)\}", image)
+    return found.group(1) if found else image
+
+
+def recipe(target: str) -> str:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    return re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
+
+
 def test_workflow_runs_what_make_test_runs():
     workflow = yaml.safe_load(WORKFLOW.read_text())
     jobs = workflow["jobs"]
@@ -81,10 +93,11 @@ def test_workflow_runs_what_make_test_runs():
     assert "make pytest" in commands["pytest"]
     assert "make molecule" in commands["molecule-default"]
     assert "make molecule-docker" in commands["molecule-docker"]
-    assert "$(BIN)/molecule test -s docker" in (REPO_ROOT / "Makefile").read_text()
+    # GitHub's runners reach Docker Hub: the real pgvector image, never a local build
+    assert jobs["molecule-docker"]["env"]["NDIS_DOCKER_IMAGES"] == "registry"
     services = jobs["molecule-docker"]["services"]
     scenario = yaml.safe_load((DOCKER_SCENARIO / "molecule.yml").read_text())
-    images = {p["image"] for p in scenario["platforms"]}
+    images = {image_default(p["image"]) for p in scenario["platforms"]}
     assert {s["image"] for s in services.values()} <= images, "the service should be the scenario's pgvector image"
     for job in jobs.values():
         for step in job["steps"]:
@@ -94,11 +107,35 @@ def test_workflow_runs_what_make_test_runs():
                 assert step["with"]["persist-credentials"] is False
 
 
+def test_docker_steps_are_wired_into_make_and_ci():
+    assert "docker/engine.sh docker/molecule.sh" in recipe("molecule-docker")
+    assert "docker/engine.sh docker/ee.sh" in recipe("ee")
+    assert "docker/engine.sh docker/test.sh" in recipe("test-docker")
+    test_sh = (REPO_ROOT / "docker" / "test.sh").read_text()
+    assert "docker/molecule.sh" in test_sh and "docker/ee.sh run" in test_sh
+    assert '"$BIN/molecule" test -s docker' in (REPO_ROOT / "docker" / "molecule.sh").read_text()
+    ci_run = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ci_run.index("make test") < ci_run.index("make test-docker")
+    assert ci_run[ci_run.index("make test-docker") - 1] == 'if [ "${NDIS_CI_DOCKER:-0}" = 1 ]; then'
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO_ROOT / "docker").glob("*.sh")))
+def test_docker_scripts_parse(script):
+    proc = subprocess.run(["bash", "-n", str(REPO_ROOT / "docker" / script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert os.access(REPO_ROOT / "docker" / script, os.X_OK), f"docker/{script} should be executable"
+
+
 def test_docker_scenario_is_valid_for_molecule():
     scenario = yaml.safe_load((DOCKER_SCENARIO / "molecule.yml").read_text())
     assert scenario["driver"]["name"] == "docker"
-    pg = next(p for p in scenario["platforms"] if p["image"].startswith("pgvector/pgvector:pg16"))
-    assert pg["override_command"] is False, "PostgreSQL's own command must run"
+    pg = next(p for p in scenario["platforms"] if image_default(p["image"]) == "pgvector/pgvector:pg16")
+    # the image's entrypoint must run, with the server as its command (a string: Molecule's
+    # docker driver splits it), on the host's loopback
+    assert pg["image"] == "${NDIS_DOCKER_PG_IMAGE:-pgvector/pgvector:pg16}"
+    assert isinstance(pg["command"], str) and pg["command"].startswith("postgres ")
+    assert "listen_addresses=127.0.0.1" in pg["command"]
+    assert all(p["network_mode"] == "host" and p["pre_build_image"] is True for p in scenario["platforms"])
     assert scenario["provisioner"]["playbooks"]["converge"] == "converge.yml"
     # the same converge and verify as the default scenario
     for playbook in ("converge.yml", "verify.yml"):
