@@ -134,7 +134,7 @@ def test_backups_then_dump_now_then_restore_test(local_stack, boto3_client, setu
     assert checked.returncode == 0, checked.stdout[-5000:]
     assert "RESTORE TEST PASS" in checked.stdout
     # the nearest-neighbour check: held-out recall through the restored HNSW index
-    assert re.search(r"ok +\S+ \(hnsw, vector_cosine_ops\): recall@10 [01]\.\d{3} \(95% lower bound [01]\.\d{3}\) "
+    assert re.search(r"ok +nearest neighbours: \S+ \(hnsw, vector_cosine_ops\): recall@10 [01]\.\d{3} \(95% lower bound [01]\.\d{3}\) "
                      r"on \d+ held-out queries, \d+/\d+ got 10 rows", checked.stdout), checked.stdout[-3000:]
     # progress at default verbosity: a line per phase (and per poll while pg_restore runs)
     assert re.search(rf"^  ndis-chatbot-local \| restore test {setup['db']}-\d{{8}}T\d{{6}}Z\.dump: downloading, 0% \(0/\d+\), [\d.]+ s$",
