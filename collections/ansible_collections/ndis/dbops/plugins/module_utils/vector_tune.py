@@ -194,12 +194,11 @@ def choose(sample, guc, values, target, settings):
     """Smallest value whose lower bound reaches ``target``, growing the sample while that is unclear.
 
     Recall grows with ef_search / probes, so each round is a binary search over ``values`` (values already known to
-    be below the target, their upper bound under it, are not searched again); a round after the first starts at the
-    previous round's choice and the value below it, so a choice that stands costs those two measurements.  The
-    decision is unclear when the value just below the chosen one still has an upper bound at or above the target (or,
-    with none chosen, the largest one does): then the sample doubles, up to its cap.  Returns (value or None, {value: stats}, rounds).
+    be below the target, their upper bound under it, are not searched again).  The decision is unclear when the
+    value just below the chosen one still has an upper bound at or above the target (or, with none chosen, the
+    largest one does): then the sample doubles, up to its cap.  Returns (value or None, {value: stats}, rounds).
     """
-    floor, rounds, start = 0, 0, None
+    floor, rounds = 0, 0
     while True:
         rounds += 1
         stats = {}
@@ -210,17 +209,6 @@ def choose(sample, guc, values, target, settings):
             return stats[values[i]]
 
         lo, hi, chosen = floor, len(values) - 1, None
-        if start is not None and lo <= start <= hi:
-            # The previous round's choice first, then the value below it: the two this round's decision needs.
-            if at(start)["lower"] >= target:
-                chosen, hi = start, start - 1
-                if hi >= lo:
-                    if at(hi)["lower"] >= target:
-                        chosen, hi = hi, hi - 1
-                    else:
-                        hi = lo - 1
-            else:
-                lo = start + 1
         while lo <= hi:
             mid = (lo + hi) // 2
             if at(mid)["lower"] >= target:
@@ -234,7 +222,6 @@ def choose(sample, guc, values, target, settings):
                 floor = i + 1
         if not unclear or sample.n >= sample.cap:
             return (values[chosen] if chosen is not None else None), stats, rounds
-        start = chosen
         sample.grow(sample.n * 2)
 
 
