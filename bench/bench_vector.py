@@ -32,8 +32,8 @@ Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack)
 a scratch database, dropped afterwards. Targets are printed, never enforced.
 
 Usage: python bench/bench_vector.py [--rows 20000] [--queries 200] [--quick] [--dataset NAME]
-                                    [--no-scaling] [--site] [--site-rows 30000]
-       (--quick = 4000 rows, 100 queries, no scaling run)
+                                    [--no-scaling] [--scaling-only] [--site] [--site-rows 30000]
+       (--quick = 4000 rows, 100 queries, no scaling run; --scaling-only = only tuning time vs rows)
 """
 
 from __future__ import annotations
@@ -420,6 +420,7 @@ def main() -> int:
     ap.add_argument("--dataset", choices=ALL_DATASETS, action="append")
     ap.add_argument("--no-datasets", action="store_true", help="skip the per-distribution table")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--scaling-only", action="store_true", help="only the tuning-time-vs-rows table (20k and 100k x 768)")
     ap.add_argument("--no-filtered", action="store_true")
     ap.add_argument("--filter-share", type=float, default=0.1)
     ap.add_argument("--filter-dims", type=int, default=128,
@@ -429,6 +430,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.rows, args.queries, args.no_scaling, args.no_filtered = 4000, 100, True, True
+    if args.scaling_only:
+        args.no_datasets, args.no_filtered, args.no_scaling, args.site = True, True, False, False
     info = connection_info()
     print(f"pgvector tuner bench: {args.rows} rows x 1536 dims, {args.queries} fresh queries, recall@{K}, cosine, "
           f"target {TARGET}; stack {info['source']}", flush=True)

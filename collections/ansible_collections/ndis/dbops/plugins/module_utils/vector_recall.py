@@ -16,7 +16,10 @@ How a measurement is made, and why:
   table.  A few hundred sequential scans (one per query) would cost a few hundred passes.
 * **The index's answer** is what the application's query returns: ``ORDER BY <expr> <op> $1
   LIMIT k`` with the settings given (the index forced for an unfiltered measurement; for a
-  declared filter, the planner's own choice, as the application gets it).  A returned row
+  declared filter, the planner's own choice, as the application gets it).  The first
+  ``LATENCY_QUERIES`` of a sample run one statement each, timed (the median latency); the
+  rest of an unfiltered sample run ``BATCH_QUERIES`` to a statement, the same search in a
+  ``LATERAL`` subquery per query: one round trip per batch instead of per query.  A returned row
   counts as a hit when it is in the exact top-k, or ties with its k-th distance (duplicates).
 * **Uncertainty.**  Per-query recall values are independent draws (queries are sampled
   uniformly from the rows), so the 95% lower confidence bound of their mean comes from a
@@ -50,6 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numpy
     NUMPY_IMPORT_ERROR = exc
 
 BOOTSTRAP_RESAMPLES = 2000
+BATCH_QUERIES = 100  # index searches per statement (one round trip), beyond the timed ones
+LATENCY_QUERIES = 20  # the first queries of a sample, timed one statement each for the median latency
 CONFIDENCE = 0.95
 SEED = 42
 TID = re.compile(r"^\((\d+),(\d+)\)$")
@@ -245,34 +250,77 @@ def index_used(cur, d, qvec, filter_sql=None):
     return None
 
 
-def index_answers(cur, d, qkeys, qvecs, k, filter_sql=None):
-    """Each query's answer through the session's current settings: (key lists, distance lists, ms per query)."""
+def _knn_batch_sql(d):
+    """One statement for a batch of queries: each element of the array ``%(qs)s`` searched with LIMIT ``%(n)s``
+    through a LATERAL subquery (the same ORDER BY ... LIMIT, planned as an index scan per element)."""
+    expr, cast = vi.search_expr(d)
+    op = vi.METRICS[d["metric"]][1]
+    return vi.pgsql.SQL("SELECT q.ndis_i, a.ctid::text, a.ndis_dist FROM unnest(%(qs)s::text[]) WITH ORDINALITY AS "
+                        "q(ndis_q, ndis_i) CROSS JOIN LATERAL (SELECT ctid, {} " + op + " q.ndis_q::" + cast
+                        + " AS ndis_dist FROM {} ORDER BY {} " + op + " q.ndis_q::" + cast + " LIMIT %(n)s) a").format(
+        expr, vi.pgsql.Identifier(d["schema"], d["table"]), expr)
+
+
+def index_answers(cur, d, qkeys, qvecs, k, filter_sql=None, timed=None, batch=BATCH_QUERIES):
+    """Each query's answer through the session's current settings: (key lists, distance lists, ms per timed query).
+
+    The first ``timed`` queries (all of them when None, and always with a filter, whose plan the planner chooses per
+    query) run one statement each, timed; the others run ``batch`` to a statement (``_knn_batch_sql``): the same
+    index search, one round trip per batch.
+    """
     sql = _knn_sql(d, filter_sql)
-    keys, dists, times = [], [], []
-    for key, vec in zip(qkeys, qvecs):
-        lit = literal(vec)
+    n = len(qkeys)
+    timed = n if (timed is None or filter_sql) else max(0, min(int(timed), n))
+    rows_of, times = {}, []
+    for i in range(timed):
         t0 = time.perf_counter()
-        cur.execute(sql, {"q": lit, "n": k + 1})
-        rows = cur.fetchall()
+        cur.execute(sql, {"q": literal(qvecs[i]), "n": k + 1})
+        rows_of[i] = cur.fetchall()
         times.append((time.perf_counter() - t0) * 1000.0)
-        got = [(tid_key(t), dist) for t, dist in rows if tid_key(t) != int(key)][:k]
+    if timed < n:
+        bsql = _knn_batch_sql(d)
+        for s in range(timed, n, batch):
+            e = min(n, s + batch)
+            cur.execute(bsql, {"qs": [literal(v) for v in qvecs[s:e]], "n": k + 1})
+            got = {}
+            for i, t, dist in cur.fetchall():
+                got.setdefault(s + int(i) - 1, []).append((t, dist))
+            for i in range(s, e):
+                rows_of[i] = sorted(got.get(i, []), key=lambda r: (r[1] is None, r[1]))
+    keys, dists = [], []
+    for i in range(n):
+        got = [(tid_key(t), dist) for t, dist in rows_of[i] if tid_key(t) != int(qkeys[i])][:k]
         keys.append([g[0] for g in got])
         dists.append([g[1] for g in got])
     return keys, dists, times
 
 
-def _kth_distance(cur, d, vec, key):
+def _kth_distances(cur, d, pairs):
+    """{i: distance from query vector to the row with ctid key} for pairs [(i, vector, key)], one statement."""
+    if not pairs:
+        return {}
     expr, cast = vi.search_expr(d)
     op = vi.METRICS[d["metric"]][1]
-    cur.execute(vi.pgsql.SQL("SELECT {} " + op + " %s::" + cast + " FROM {} WHERE ctid = %s::tid").format(
-        expr, vi.pgsql.Identifier(d["schema"], d["table"])), (literal(vec), "(%d,%d)" % (key // 65536, key % 65536)))
-    row = cur.fetchone()
-    return row[0] if row else None
+    cur.execute(vi.pgsql.SQL("SELECT q.ndis_i, {} " + op + " q.ndis_q::" + cast + " FROM unnest(%s::int[], %s::text[], "
+                             "%s::tid[]) AS q(ndis_i, ndis_q, ndis_t) JOIN {} ON ctid = q.ndis_t").format(
+        expr, vi.pgsql.Identifier(d["schema"], d["table"])),
+        ([int(i) for i, _, _ in pairs], [literal(v) for _, v, _ in pairs],
+         ["(%d,%d)" % (key // 65536, key % 65536) for _, _, key in pairs]))
+    return dict((int(i), dist) for i, dist in cur.fetchall())
 
 
 def per_query_recall(cur, d, qkeys, qvecs, truth, got, dists, k):
-    """Recall of each query (hits / the exact answer's size) and whether it got as many rows as the exact answer."""
-    recalls, full = [], []
+    """Recall of each query (hits / the exact answer's size) and whether it got as many rows as the exact answer.
+
+    A returned row outside the exact top-k still counts when it is as near as the k-th exact neighbour (ties,
+    duplicates): those distances come from one statement for all the queries with such rows.
+    """
+    recalls, full, ask = [], [], []
+    for i, want in enumerate(truth):
+        want = want[:k]
+        if want and any(g not in set(want) for g in got[i]):
+            ask.append((i, qvecs[i], want[-1]))
+    kth_of = _kth_distances(cur, d, ask)
     for i, want in enumerate(truth):
         want = want[:k]
         if not want:
@@ -282,10 +330,9 @@ def per_query_recall(cur, d, qkeys, qvecs, truth, got, dists, k):
         wanted = set(want)
         hits = sum(1 for g in got[i] if g in wanted)
         misses = [dd for g, dd in zip(got[i], dists[i]) if g not in wanted]
-        if misses:  # ties: a row as near as the k-th exact neighbour is as good an answer
-            kth = _kth_distance(cur, d, qvecs[i], want[-1])
-            if kth is not None:
-                hits += sum(1 for dd in misses if dd is not None and dd <= kth + 1e-6 * max(1.0, abs(kth)))
+        kth = kth_of.get(i)
+        if misses and kth is not None:
+            hits += sum(1 for dd in misses if dd is not None and dd <= kth + 1e-6 * max(1.0, abs(kth)))
         recalls.append(min(1.0, hits / float(len(want))))
         full.append(len(got[i]) >= len(want))
     return recalls, full
@@ -365,7 +412,8 @@ class Sample(object):
         if done < self.n:
             set_local(self.cur, dict(settings or {}, enable_seqscan="off" if force_index else "on"))
             ks, vs = self.keys[done:self.n], self.vecs[done:self.n]
-            got, dists, times = index_answers(self.cur, self.d, ks, vs, self.k, self.filter_sql)
+            got, dists, times = index_answers(self.cur, self.d, ks, vs, self.k, self.filter_sql,
+                                              timed=max(0, LATENCY_QUERIES - done))
             r, f = per_query_recall(self.cur, self.d, ks, vs, self.truth[done:self.n], got, dists, self.k)
             have["recalls"].extend(r)
             have["full"].extend(f)
