@@ -120,13 +120,7 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_changes
-
-
-def describe_instance(client, identifier):
-    try:
-        return client.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
-    except is_boto3_error_code("DBInstanceNotFound"):
-        return None
+from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info import describe_instance
 
 
 def describe_parameters(client, group):

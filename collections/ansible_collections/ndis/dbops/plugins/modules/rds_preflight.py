@@ -147,9 +147,9 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing dependency
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_catalogue
+from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info import describe_instance
 
 
 def paginate(client, operation, key, **kwargs):
@@ -162,12 +162,6 @@ def paginate(client, operation, key, **kwargs):
         out.extend(value or [])
     return out
 
-
-def describe_instance(client, identifier):
-    try:
-        return client.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
-    except is_boto3_error_code("DBInstanceNotFound"):
-        return None
 
 
 def major_lifecycle(client, major):
