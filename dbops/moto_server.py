@@ -831,6 +831,32 @@ def patch_rds_pending_maintenance_actions() -> None:
 
 
 # --------------------------------------------------------------------------
+# Patch 14: ModifyDBSubnetGroup keeps the group
+# --------------------------------------------------------------------------
+def patch_modify_db_subnet_group_keeps_it() -> None:
+    """Real AWS: ModifyDBSubnetGroup changes the group's description and
+    subnets in place; the group stays.  moto 5.2.5 takes the group out of its
+    table to modify it and never puts it back, so the next describe answers
+    DBSubnetGroupNotFoundFault (amazon.aws.rds_subnet_group, fixing a drifted
+    group, would make it vanish), and a missing name is an HTTP 500 (a
+    KeyError).  Fix: put the modified group back under its name; a missing
+    one is DBSubnetGroupNotFoundFault, as AWS answers."""
+    from moto.rds.exceptions import DBSubnetGroupNotFoundError
+    from moto.rds.models import RDSBackend
+
+    original = RDSBackend.modify_db_subnet_group
+
+    def modify_db_subnet_group(self: Any, subnet_name: str, description: str, subnets: Any) -> Any:
+        if subnet_name not in self.subnet_groups:
+            raise DBSubnetGroupNotFoundError(subnet_name)
+        group = original(self, subnet_name, description, subnets)
+        self.subnet_groups[subnet_name] = group
+        return group
+
+    RDSBackend.modify_db_subnet_group = modify_db_subnet_group  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
 # Patch 3 (continued): metadata of the production parameter defaults
 # --------------------------------------------------------------------------
 # The observability parameters the rds_instance role sets by default, as AWS
@@ -868,6 +894,7 @@ ALL_PATCHES = (
     patch_rds_performance_insights,
     patch_iam_rds_monitoring_policy,
     patch_rds_pending_maintenance_actions,
+    patch_modify_db_subnet_group_keeps_it,
 )
 
 

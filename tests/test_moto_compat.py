@@ -286,3 +286,18 @@ def test_patch13_pending_maintenance_actions_answer(boto3_client):
     with pytest.raises(ClientError) as exc:
         rds.describe_pending_maintenance_actions(ResourceIdentifier=arn + "-gone")
     assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_patch14_modify_db_subnet_group_keeps_the_group(boto3_client, local_stack):
+    rds = boto3_client("rds")
+    name = uid("subnets")
+    subnets = local_stack["network"]["subnet_ids"]
+    rds.create_db_subnet_group(DBSubnetGroupName=name, DBSubnetGroupDescription="first", SubnetIds=subnets)
+    rds.modify_db_subnet_group(DBSubnetGroupName=name, DBSubnetGroupDescription="second", SubnetIds=subnets[:1])
+    group = rds.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"][0]
+    assert group["DBSubnetGroupDescription"] == "second"
+    assert [s["SubnetIdentifier"] for s in group["Subnets"]] == subnets[:1]
+    with pytest.raises(ClientError) as exc:
+        rds.modify_db_subnet_group(DBSubnetGroupName=name + "-gone", DBSubnetGroupDescription="x", SubnetIds=subnets)
+    assert exc.value.response["Error"]["Code"] == "DBSubnetGroupNotFoundFault"
+    rds.delete_db_subnet_group(DBSubnetGroupName=name)

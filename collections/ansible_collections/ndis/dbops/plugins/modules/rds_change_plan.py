@@ -52,6 +52,24 @@ options:
     description: Declared parameter values.
     type: dict
     default: {}
+  tags:
+    description:
+      - The instance's declared tags (compared exactly, as C(purge_tags=true) keeps them); null is not compared.
+    type: dict
+  subnet_group:
+    description:
+      - The declared DB subnet group (C(name), C(description), C(subnet_ids), C(tags)), compared for
+        RV(in_step.subnet_group); the instance's own C(db_subnet_group_name) is in O(desired).
+    type: dict
+  parameter_group:
+    description:
+      - The declared parameter group (C(name), C(family), C(description), C(tags)); its values are O(parameters).
+    type: dict
+  rotation_days:
+    description:
+      - Declared rotation schedule of an RDS-managed master password's secret, in days; 0 is not compared.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -110,6 +128,22 @@ master_password_mode:
   description: C(managed) when RDS keeps the master password in Secrets Manager, C(ssm) otherwise; empty when the instance does not exist.
   returned: always
   type: str
+in_step:
+  description:
+    - For each converge step, true only when everything that step would set was read and matches the
+      declaration, so the step has nothing to do; false when anything differs, could not be read or
+      was not declared. C(instance) also needs the instance C(available) with nothing pending.
+  returned: always
+  type: dict
+  contains:
+    instance: {description: The instance's options and tags (O(desired), O(tags)) match., type: bool}
+    subnet_group: {description: The subnet group matches O(subnet_group)., type: bool}
+    parameter_group: {description: The parameter group matches O(parameter_group) and O(parameters)., type: bool}
+    master_secret: {description: The password mode and the secret's rotation match., type: bool}
+endpoint:
+  description: The instance's endpoint (C(address), C(port)); empty when it does not exist or has none yet.
+  returned: always
+  type: dict
 """
 
 try:
@@ -142,6 +176,68 @@ def rotation_without_restart(client, instance):
     return flags[0] if flags and flags[0] is not None else None
 
 
+def describe_subnet_group(client, name):
+    try:
+        return client.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"][0]
+    except is_boto3_error_code("DBSubnetGroupNotFoundFault"):
+        return None
+
+
+def describe_parameter_group(client, name):
+    try:
+        return client.describe_db_parameter_groups(DBParameterGroupName=name)["DBParameterGroups"][0]
+    except is_boto3_error_code("DBParameterGroupNotFound"):
+        return None
+
+
+def tags_of(client, arn):
+    return {t["Key"]: t["Value"] for t in client.list_tags_for_resource(ResourceName=arn).get("TagList", [])}
+
+
+def _text(tags):
+    return {str(k): str(v) for k, v in (tags or {}).items()}
+
+
+def subnet_group_changes(client, declared):
+    """Differences between the declared subnet group and RDS's, as plan entries (all immediate)."""
+    group = describe_subnet_group(client, declared["name"])
+    if group is None:
+        return None
+    changes = []
+    have = dict(description=group.get("DBSubnetGroupDescription"),
+                subnet_ids=sorted(s["SubnetIdentifier"] for s in group.get("Subnets", [])),
+                tags=tags_of(client, group["DBSubnetGroupArn"]))
+    want = dict(description=declared.get("description"), subnet_ids=sorted(declared.get("subnet_ids") or []),
+                tags=_text(declared.get("tags")))
+    for key in ("description", "subnet_ids", "tags"):
+        if have[key] != want[key]:
+            changes.append(dict(setting="subnet group %s %s" % (declared["name"], key), current=have[key],
+                                desired=want[key], when=rds_changes.IMMEDIATE, applies="now", note="no interruption"))
+    return changes
+
+
+def parameter_group_in_step(client, declared):
+    group = describe_parameter_group(client, declared["name"])
+    if group is None:
+        return False
+    return (group.get("DBParameterGroupFamily") == declared.get("family")
+            and group.get("Description") == declared.get("description")
+            and tags_of(client, group["DBParameterGroupArn"]) == _text(declared.get("tags")))
+
+
+def rotation_change(sm, instance, days):
+    """The secret's rotation as a plan entry when it differs from the declared days; None when in step."""
+    arn = (instance.get("MasterUserSecret") or {}).get("SecretArn")
+    if not arn:
+        return None
+    described = sm.describe_secret(SecretId=arn)
+    have = (described.get("RotationRules") or {}).get("AutomaticallyAfterDays") if described.get("RotationEnabled") else None
+    if have == days:
+        return None
+    return dict(setting="master password rotation (days)", current=have, desired=days, when=rds_changes.IMMEDIATE,
+                applies="now", note="Secrets Manager schedule; the password changes at the next rotation")
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec=dict(
@@ -150,25 +246,53 @@ def main():
             apply_immediately=dict(type="bool", default=False),
             parameter_group_name=dict(type="str"),
             parameters=dict(type="dict", default={}),
+            tags=dict(type="dict"),
+            subnet_group=dict(type="dict"),
+            parameter_group=dict(type="dict"),
+            rotation_days=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
     p = module.params
     client = module.client("rds")
+    in_step = dict(instance=False, subnet_group=False, parameter_group=False, master_secret=False)
+    changes = []
     try:
         instance = describe_instance(client, p["db_instance_identifier"])
         params = describe_parameters(client, p["parameter_group_name"]) if p["parameter_group_name"] else None
+        if instance is not None:
+            changes += rds_changes.classify_instance(instance, p["desired"], p["apply_immediately"])
+            ca = p["desired"].get("ca_certificate_identifier")
+            rotation = rotation_without_restart(client, instance) if ca and ca != instance.get("CACertificateIdentifier") else None
+            changes += rds_changes.classify_access(instance, p["desired"], p["apply_immediately"], rotation)
+            tags_differ = p["tags"] is not None and tags_of(client, instance["DBInstanceArn"]) != _text(p["tags"])
+            if tags_differ:
+                changes.append(dict(setting="tags", current="(differ)", desired=_text(p["tags"]), when=rds_changes.IMMEDIATE,
+                                    applies="now", note="no interruption"))
+            in_step["instance"] = (p["tags"] is not None and not changes and instance.get("DBInstanceStatus") == "available"
+                                   and not instance.get("PendingModifiedValues"))
+        if params is not None:
+            param_changes = rds_changes.classify_parameters(params, p["parameters"])
+            changes += param_changes
+            in_step["parameter_group"] = bool(p["parameter_group"]) and not param_changes and parameter_group_in_step(
+                client, p["parameter_group"])
+        if p["subnet_group"]:
+            group_changes = subnet_group_changes(client, p["subnet_group"])
+            in_step["subnet_group"] = group_changes == []
+            changes += group_changes or []
+        if instance is not None:
+            if not any(c["setting"] == "master_password_mode" for c in changes):
+                if rds_changes.master_password_mode(instance) == "ssm":
+                    in_step["master_secret"] = True
+                elif p["rotation_days"] > 0:
+                    rotation_entry = rotation_change(module.client("secretsmanager"), instance, p["rotation_days"])
+                    in_step["master_secret"] = rotation_entry is None
+                    changes += [rotation_entry] if rotation_entry else []
+                else:
+                    in_step["master_secret"] = True
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Could not read RDS instance %s" % p["db_instance_identifier"])
 
-    changes = []
-    if instance is not None:
-        changes += rds_changes.classify_instance(instance, p["desired"], p["apply_immediately"])
-        ca = p["desired"].get("ca_certificate_identifier")
-        rotation = rotation_without_restart(client, instance) if ca and ca != instance.get("CACertificateIdentifier") else None
-        changes += rds_changes.classify_access(instance, p["desired"], p["apply_immediately"], rotation)
-    if params is not None:
-        changes += rds_changes.classify_parameters(params, p["parameters"])
     counts = {}
     for c in changes:
         counts[c["when"]] = counts.get(c["when"], 0) + 1
@@ -180,6 +304,9 @@ def main():
         counts=counts,
         pending_reboot=bool(instance and rds_changes.pending_reboot(instance)),
         master_password_mode=rds_changes.master_password_mode(instance) if instance else "",
+        in_step=in_step,
+        endpoint=dict(address=((instance or {}).get("Endpoint") or {}).get("Address", ""),
+                      port=((instance or {}).get("Endpoint") or {}).get("Port")) if instance and instance.get("Endpoint") else {},
     )
 
 
