@@ -45,6 +45,27 @@ def test_thresholds_follow_the_instance():
         assert spec["AlarmDescription"].startswith(ra.MARKER)
 
 
+def test_storage_ceiling_alarm_follows_allocated_storage_and_ceiling():
+    assert "free-storage-ceiling" not in by_name(ra.alarm_specs("db", "db.t4g.medium", 50, "t"))  # no autoscaling
+    assert "free-storage-ceiling" not in by_name(ra.alarm_specs("db", "db.t4g.medium", 50, "t", max_allocated_gib=50))
+    far = by_name(ra.alarm_specs("db", "db.t4g.medium", 40, "t", max_allocated_gib=100))
+    assert far["free-storage-ceiling"]["Threshold"] == 0.0  # a full 40 GiB disk still leaves 60 GiB to the ceiling
+    assert "out of reach until the allocated storage (40 GiB) passes 90 GiB" in far["free-storage-ceiling"]["AlarmDescription"]
+    assert far["free-storage"]["Threshold"] == 4 * GIB
+    near = by_name(ra.alarm_specs("db", "db.t4g.medium", 95, "t", max_allocated_gib=100))
+    assert near["free-storage-ceiling"]["Threshold"] == 5 * GIB  # 95 - 5 = 90 GiB used: 10 GiB (10%) left to the ceiling
+    assert near["free-storage"]["Threshold"] == round(9.5 * GIB)
+    top = by_name(ra.alarm_specs("db", "db.t4g.medium", 1000, "t", max_allocated_gib=1000.5,
+                                 thresholds={"free_storage_ceiling_share": 0.2}))
+    assert top["free-storage-ceiling"]["Threshold"] == round((1000 - 0.8 * 1000.5) * GIB)
+    # the headroom to the ceiling is exactly the share at the threshold
+    for allocated, ceiling, share in ((95, 100, 0.1), (310, 320, 0.05), (180, 200, 0.15)):
+        free = ra.ceiling_threshold_gib(allocated, ceiling, share)
+        assert abs((ceiling - (allocated - free)) - share * ceiling) < 1e-9
+    with pytest.raises(ra.ThresholdError, match="free_storage_ceiling_share must be a share"):
+        ra.alarm_specs("db", "db.t4g.medium", 20, "t", max_allocated_gib=100, thresholds={"free_storage_ceiling_share": 10})
+
+
 def test_class_memory_table():
     assert [ra.class_memory_gib(c) for c in ("db.t4g.micro", "db.t3.small", "db.m6g.large", "db.m7g.4xlarge",
                                              "db.r6i.xlarge")] == [1, 2, 8, 64, 32]
@@ -171,3 +192,45 @@ def test_alarms_topic_subscriptions_and_observability_converge(local_stack, boto
     assert fixed["o2"]["changes"] == checked["o1"]["changes"] and not fixed["o3"]["changed"]
     assert cw.describe_alarms(AlarmNames=[f"{ident}-cpu"])["MetricAlarms"][0]["Threshold"] == 80.0
     assert cw.describe_alarms(AlarmNames=[f"{ident}-old"])["MetricAlarms"] == []
+
+
+def test_storage_ceiling_alarm_moves_when_autoscaling_grows_the_storage(local_stack, boto3_client, tmp_path):
+    """With a ceiling the running instance reports, the ceiling alarm is created from the
+    described storage; after the storage grew, check mode reports both storage thresholds
+    and the next run moves them, then nothing changes."""
+    ident = f"alarmcap-{uuid.uuid4().hex[:6]}"
+    rds, cw = boto3_client("rds"), boto3_client("cloudwatch")
+    rds.create_db_instance(DBInstanceIdentifier=ident, DBInstanceClass="db.t4g.medium", Engine="postgres",
+                           EngineVersion="16.8", AllocatedStorage=40, MaxAllocatedStorage=100, StorageType="gp3", MasterUsername="admin",
+                           MasterUserPassword="x" * 20)
+
+    def thresholds():
+        found = cw.describe_alarms(AlarmNames=[f"{ident}-free-storage", f"{ident}-free-storage-ceiling"])["MetricAlarms"]
+        return {a["AlarmName"][len(ident) + 1:]: a["Threshold"] for a in found}
+
+    r = run_play(local_stack, tmp_path, ident, "all")
+    assert f"{ident}-free-storage-ceiling" in r["a2"]["alarm_names"] and len(r["a2"]["alarm_names"]) == 9
+    for key in ("a3", "a4"):
+        assert not r[key]["changed"], (key, r[key]["changes"])
+    assert thresholds() == {"free-storage": 4.0 * GIB, "free-storage-ceiling": 0.0}
+    rds.modify_db_instance(DBInstanceIdentifier=ident, AllocatedStorage=95, ApplyImmediately=True)
+    assert rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]["AllocatedStorage"] == 95
+    checked = run_play(local_stack, tmp_path, ident, "check")
+    assert sorted(checked["a1"]["changes"]) == [
+        f"update alarm {ident}-free-storage (AlarmDescription, Threshold)",
+        f"update alarm {ident}-free-storage-ceiling (AlarmDescription, Threshold)",
+    ], checked["a1"]["changes"]
+    assert thresholds()["free-storage-ceiling"] == 0.0  # check mode wrote nothing
+    fixed = run_play(local_stack, tmp_path, ident, "fix")
+    assert fixed["a2"]["changes"] == checked["a1"]["changes"] and not fixed["a3"]["changed"], fixed["a3"]["changes"]
+    assert thresholds() == {"free-storage": round(9.5 * GIB), "free-storage-ceiling": 5.0 * GIB}
+    assert any(line.startswith(f"{ident}-free-storage-ceiling: FreeStorageSpace minimum < 5 GiB")
+               for line in fixed["a2"]["alarms"]), fixed["a2"]["alarms"]
+
+
+def test_tag_and_arn_helpers():
+    from ansible_collections.ndis.dbops.plugins.module_utils import aws_tags
+
+    assert aws_tags.tag_list({"b": 2, "a": "x"}) == [{"Key": "a", "Value": "x"}, {"Key": "b", "Value": "2"}]
+    assert aws_tags.tag_map({"n": 1}) == {"n": "1"} and aws_tags.tag_list(None) == []
+    assert aws_tags.build_arn("aws-cn", "iam", "", "123", "role/r") == "arn:aws-cn:iam::123:role/r"

@@ -153,3 +153,92 @@ def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_pat
         shutil.rmtree(mig)
     for out in outputs:
         assert password not in out
+
+
+def _other_ca(path: Path) -> Path:
+    """A CA certificate that signed nothing the local stack presents."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_prisma_deploy_over_tls_checks_the_certificate(prisma_project, owned_db, local_stack, tmp_path):
+    """Through the local stack's TLS endpoint (PgBouncer, standing in for the server's own TLS) with
+    sslmode verify-full and the local CA bundle: a CA that did not sign the server's certificate is
+    refused before anything is applied, the right one deploys. A pooler refuses the role= startup
+    option, and the role says to connect to the server itself."""
+    import secrets
+
+    tls = local_stack["tls"]
+    db = owned_db["dsn"]
+    # PgBouncer passes no startup options, so through it Prisma logs in as the owner itself.
+    owner_password = secrets.token_urlsafe(24)
+    conn = connect(db)
+    with conn.cursor() as cur:
+        cur.execute(f'ALTER ROLE "{owned_db["owner"]}" LOGIN PASSWORD %s', (owner_password,))
+    conn.close()
+    pb, admin_password = _play(tmp_path, owned_db, prisma_project, ROLE)
+    common = ["-e", f"migrations_login_host={tls['host']}", "-e", f"migrations_login_port={tls['port']}",
+              "-e", "migrations_ssl_mode=verify-full"]
+    as_owner = ["-e", f"migrations_login_user={owned_db['owner']}", "-e", f"migrations_login_password={owner_password}",
+                "-e", "migrations_role="]
+    outputs = []
+
+    rc, out = _ansible(pb, *common, *as_owner, "-e", f"migrations_ssl_rootcert={_other_ca(tmp_path / 'other-ca.crt')}")
+    outputs.append(out)
+    assert rc == 2, out
+    assert "prisma migrate deploy failed" in out and "self-signed certificate in certificate chain" in out, out
+    assert query(db, "SELECT to_regclass('_prisma_migrations')") == [(None,)]
+
+    rc, out = _ansible(pb, *common, *as_owner, "-e", f"migrations_ssl_rootcert={tls['ca_file']}", "--check")
+    outputs.append(out)
+    assert rc == 0 and "Prisma would apply: 20260101000000_init, 20260102000000_note_title" in out, out
+
+    rc, out = _ansible(pb, *common, *as_owner, "-e", f"migrations_ssl_rootcert={tls['ca_file']}")
+    outputs.append(out)
+    assert rc == 0, out
+    assert _result(out)["applied"] == ["20260101000000_init", "20260102000000_note_title"]
+    owners = query(db, "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    assert owners == [("_prisma_migrations", owned_db["owner"]), ("notes", owned_db["owner"])]
+    # the deploy really went through TLS: PgBouncer requires it of every client (client_tls_sslmode)
+    assert "client_tls_sslmode = require" in (Path(local_stack["dir"]) / "pgbouncer" / "pgbouncer.ini").read_text()
+
+    rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={tls['ca_file']}")  # admin + role=owner
+    outputs.append(out)
+    assert rc == 2, out
+    assert "unsupported startup parameter: options" in out and "point migrations_login_host/port at the database server" in out, out
+    for out in outputs:
+        assert owner_password not in out and admin_password not in out
+
+
+def test_sql_tool_reads_the_same_ca_bundle(owned_db, local_stack, tmp_path):
+    """migrations_ssl_rootcert reaches the sql tool too (libpq's PGSSLROOTCERT): through the TLS
+    endpoint with verify-full, a wrong CA is refused before anything runs, the right one applies
+    (PgBouncer's session pooling keeps pg_migrate's SET ROLE and advisory lock for the run)."""
+    tls = local_stack["tls"]
+    mig = tmp_path / "sql"
+    mig.mkdir()
+    (mig / "0001_t.sql").write_text("CREATE TABLE tls_t (id int);\n")
+    pb, password = _play(tmp_path, owned_db, tmp_path, ROLE)
+    common = ["-e", "migrations_tool=sql", "-e", f"migrations_dir={mig}", "-e", f"migrations_login_host={tls['host']}",
+              "-e", f"migrations_login_port={tls['port']}", "-e", "migrations_ssl_mode=verify-full"]
+    rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={_other_ca(tmp_path / 'other-ca.crt')}")
+    assert rc == 2 and "certificate verify failed" in out, out
+    assert query(owned_db["dsn"], "SELECT to_regclass('tls_t')") == [(None,)]
+    rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={tls['ca_file']}")
+    assert rc == 0 and _result(out)["applied"], out
+    assert query(owned_db["dsn"], "SELECT tableowner FROM pg_tables WHERE tablename = 'tls_t'") == [(owned_db["owner"],)]
+    assert password not in out

@@ -262,7 +262,9 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     groups = boto3_client("logs").describe_log_groups(logGroupNamePrefix="/aws/rds/instance/ndis-chatbot-local/")["logGroups"]
     assert {g["logGroupName"].rsplit("/", 1)[1]: g["retentionInDays"] for g in groups} == {"postgresql": 30, "upgrade": 30}
     alarms = boto3_client("cloudwatch").describe_alarms(AlarmNamePrefix="ndis-chatbot-local-")["MetricAlarms"]
-    assert len(alarms) == 8 and all(a["AlarmActions"] == [alarms[0]["AlarmActions"][0]] for a in alarms)
+    # 8 signals plus the storage autoscaling ceiling's alarm (the instance has a 100 GiB ceiling)
+    assert len(alarms) == 9 and all(a["AlarmActions"] == [alarms[0]["AlarmActions"][0]] for a in alarms)
+    assert "ndis-chatbot-local-free-storage-ceiling" in {a["AlarmName"] for a in alarms}
     param = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
     assert param["Type"] == "SecureString"
     url = param["Value"]

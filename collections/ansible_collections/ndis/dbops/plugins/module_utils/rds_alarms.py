@@ -33,6 +33,7 @@ CREDITS_PER_HOUR = {"micro": 12, "small": 24, "medium": 24, "large": 36, "xlarge
 
 DEFAULT_THRESHOLDS = {
     "free_storage_share": 0.10,     # FreeStorageSpace under 10% of the allocated storage
+    "free_storage_ceiling_share": 0.10,  # with autoscaling: headroom to the ceiling under 10% of the ceiling
     "freeable_memory_share": 0.10,  # FreeableMemory under 10% of the class's memory
     "connections_share": 0.80,      # DatabaseConnections over 80% of max_connections
     "cpu_percent": 80,              # CPUUtilization over 80% ...
@@ -97,15 +98,33 @@ def max_credit_balance(instance_class):
     return CREDITS_PER_HOUR.get(size, 0) * 24 or None
 
 
+def ceiling_threshold_gib(allocated_gib, ceiling_gib, share):
+    """FreeStorageSpace (GiB) under which the headroom to the autoscaling ceiling is under ``share`` of it.
+
+    Storage autoscaling grows the allocated storage up to ``ceiling_gib`` and no further, so
+    what is left before the instance is full for good is the ceiling less the used storage:
+    ``ceiling - (allocated - free)``. That is under ``share * ceiling`` when
+    ``free < allocated - (1 - share) * ceiling``. FreeStorageSpace is the only storage metric
+    RDS publishes, so the threshold holds the allocated storage as it is now: it is re-derived
+    on every run, and 0 (the alarm cannot fire) while the instance is allocated so far below the
+    ceiling that even a full disk leaves more than the share of it.
+    """
+    return max(0.0, float(allocated_gib) - (1 - float(share)) * float(ceiling_gib))
+
+
 def alarm_specs(identifier, instance_class, allocated_gib, topic_arn, max_connections=None, iops=None,
-                storage_type="gp3", memory_gib=None, thresholds=None):
-    """The declared alarms, as put_metric_alarm keyword arguments, sorted by name."""
+                storage_type="gp3", memory_gib=None, thresholds=None, max_allocated_gib=None):
+    """The declared alarms, as put_metric_alarm keyword arguments, sorted by name.
+
+    ``max_allocated_gib`` above ``allocated_gib`` (storage autoscaling on) adds the
+    ``free-storage-ceiling`` alarm (see ceiling_threshold_gib)."""
     t = dict(DEFAULT_THRESHOLDS)
     t.update(dict((k, v) for k, v in (thresholds or {}).items() if v is not None))
     unknown = sorted(set(t) - set(DEFAULT_THRESHOLDS))
     if unknown:
         raise ThresholdError("unknown threshold(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(DEFAULT_THRESHOLDS))))
-    for key in ("free_storage_share", "freeable_memory_share", "connections_share", "cpu_credit_share"):
+    for key in ("free_storage_share", "free_storage_ceiling_share", "freeable_memory_share", "connections_share",
+                "cpu_credit_share"):
         if not 0 < float(t[key]) < 1:
             raise ThresholdError("threshold %s must be a share between 0 and 1 (got %s)" % (key, t[key]))
     memory = float(memory_gib) if memory_gib else class_memory_gib(instance_class)
@@ -137,6 +156,19 @@ def alarm_specs(identifier, instance_class, allocated_gib, topic_arn, max_connec
               round(float(iops) * latency, 1), 3, "Count",
               "disk queue over %s (%d IOPS x %d ms)" % (_num(round(float(iops) * latency, 1)), int(iops), round(latency * 1000))),
     ]
+    ceiling = float(max_allocated_gib or 0)
+    if ceiling > float(allocated_gib):
+        share = float(t["free_storage_ceiling_share"])
+        gib = ceiling_threshold_gib(allocated_gib, ceiling, share)
+        if gib > 0:
+            words = "headroom to the %s GiB autoscaling ceiling under %d%% (free storage under %s GiB of %s GiB allocated)" % (
+                _num(ceiling), _pct(share), _num(round(gib, 2)), _num(allocated_gib))
+        else:
+            words = ("headroom to the %s GiB autoscaling ceiling under %d%%: out of reach until the allocated storage"
+                     " (%s GiB) passes %s GiB; each run re-derives the threshold"
+                     % (_num(ceiling), _pct(share), _num(allocated_gib), _num(round((1 - share) * ceiling, 2))))
+        specs.append(_spec(identifier, "free-storage-ceiling", "FreeStorageSpace", "Minimum", "LessThanThreshold",
+                           round(gib * GIB), 1, "Bytes", words))
     credits = max_credit_balance(instance_class)
     if credits:
         specs.append(_spec(identifier, "cpu-credits", "CPUCreditBalance", "Minimum", "LessThanThreshold",

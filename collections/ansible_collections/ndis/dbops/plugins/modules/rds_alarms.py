@@ -19,11 +19,17 @@ version_added: "0.1.0"
 description:
   - Ensures an SNS topic encrypted with a KMS key, its subscriptions (the declared ones are
     added, others removed), one CloudWatch alarm per health signal of the instance with a
-    threshold derived from the instance (class memory, max_connections, allocated storage,
-    storage IOPS, burstable CPU credits), and an RDS event subscription sending the instance's
+    threshold derived from the instance (class memory, max_connections, allocated storage and
+    its autoscaling ceiling, storage IOPS, burstable CPU credits), and an RDS event subscription sending the instance's
     failover, failure, low storage and maintenance events to the topic.
   - Thresholds come from the instance as it runs when it exists (class, allocated storage,
-    IOPS), else from the declared values.
+    autoscaling ceiling, IOPS), else from the declared values.
+  - With storage autoscaling (a ceiling above the allocated storage) a second storage alarm,
+    C(free-storage-ceiling), fires when the headroom to the ceiling (ceiling less used storage)
+    is under C(free_storage_ceiling_share) of the ceiling, the point where autoscaling can no
+    longer help. RDS publishes only free storage, so its threshold holds the allocated storage
+    as described now; a run after autoscaling grew the storage moves both storage thresholds
+    (check mode, and so a drift check, reports that as a change).
   - Alarms whose name starts with the instance identifier and whose description starts with
     C([ndis.dbops]) belong to this module; one no longer declared (C(cpu-credits) after a move
     off a burstable class) is deleted.
@@ -44,6 +50,12 @@ options:
     description: Declared allocated storage in GiB, used until the instance exists.
     type: int
     required: true
+  max_allocated_storage:
+    description:
+      - Declared storage autoscaling ceiling in GiB, used until the instance exists; 0 or not above
+        O(allocated_storage) means no autoscaling.
+    type: int
+    default: 0
   storage_type:
     description: Declared storage type, used until the instance exists.
     type: str
@@ -56,7 +68,7 @@ options:
     type: float
   thresholds:
     description:
-      - Overrides of the shares and limits, keys C(free_storage_share), C(freeable_memory_share),
+      - Overrides of the shares and limits, keys C(free_storage_share), C(free_storage_ceiling_share), C(freeable_memory_share),
         C(connections_share), C(cpu_percent), C(cpu_minutes), C(cpu_credit_share), C(latency_seconds).
     type: dict
     default: {}
@@ -103,6 +115,7 @@ EXAMPLES = r"""
     db_instance_identifier: ndis-chatbot-prod
     instance_class: db.t4g.medium
     allocated_storage: 50
+    max_allocated_storage: 200
     topic_name: ndis-chatbot-prod-alarms
     subscriptions:
       - {protocol: email, endpoint: dba-oncall@example.com}
@@ -137,7 +150,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.ndis.dbops.plugins.module_utils import rds_alarms
+from ansible_collections.ndis.dbops.plugins.module_utils import aws_tags, rds_alarms
 from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info import describe_instance as read_instance
 
 
@@ -150,7 +163,7 @@ def ensure_topic(module, sns, arn, name, kms_key, tags, changes):
         changes.append("create SNS topic %s (KMS key %s)" % (name, kms_key))
         if not module.check_mode:
             arn = sns.create_topic(Name=name, Attributes={"KmsMasterKeyId": kms_key},
-                                   Tags=[{"Key": k, "Value": str(v)} for k, v in sorted(tags.items())])["TopicArn"]
+                                   Tags=aws_tags.tag_list(tags))["TopicArn"]
         return arn, True
     if attrs.get("KmsMasterKeyId") != kms_key:
         changes.append("set the KMS key of SNS topic %s: %s -> %s" % (name, attrs.get("KmsMasterKeyId") or "none", kms_key))
@@ -240,7 +253,7 @@ def ensure_event_subscription(module, rds, identifier, topic_arn, categories, ta
     else:
         changes.append("create RDS event subscription %s: %s of %s to the topic" % (name, ", ".join(want["EventCategories"]), identifier))
     if not module.check_mode:
-        rds.create_event_subscription(SubscriptionName=name, Tags=[{"Key": k, "Value": str(v)} for k, v in sorted(tags.items())],
+        rds.create_event_subscription(SubscriptionName=name, Tags=aws_tags.tag_list(tags),
                                       **want)
 
 
@@ -250,6 +263,7 @@ def main():
             db_instance_identifier=dict(type="str", required=True),
             instance_class=dict(type="str", required=True),
             allocated_storage=dict(type="int", required=True),
+            max_allocated_storage=dict(type="int", default=0),
             storage_type=dict(type="str", default="gp3"),
             max_connections=dict(type="int"),
             class_memory_gib=dict(type="float"),
@@ -274,10 +288,9 @@ def main():
         if instance is not None:  # arn:PARTITION:rds:REGION:ACCOUNT:db:NAME
             partition, region, account = (instance["DBInstanceArn"].split(":")[i] for i in (1, 3, 4))
         else:
-            account = module.client("sts").get_caller_identity()["Account"]
+            partition, account = aws_tags.caller_partition_account(module.client("sts"))
             region = rds.meta.region_name
-            partition = getattr(rds.meta, "partition", "aws")
-        topic_arn = "arn:%s:sns:%s:%s:%s" % (partition, region, account, p["topic_name"])
+        topic_arn = aws_tags.build_arn(partition, "sns", region, account, p["topic_name"])
         source = instance or {}
         try:
             specs = rds_alarms.alarm_specs(
@@ -290,6 +303,8 @@ def main():
                 storage_type=source.get("StorageType") or p["storage_type"],
                 memory_gib=p["class_memory_gib"],
                 thresholds=p["thresholds"],
+                # a running instance without autoscaling reports no MaxAllocatedStorage
+                max_allocated_gib=source.get("MaxAllocatedStorage") if instance is not None else p["max_allocated_storage"],
             )
         except rds_alarms.ThresholdError as e:
             module.fail_json(msg="rds_alarms for %s: %s. Nothing was changed." % (identifier, e))

@@ -99,6 +99,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.ndis.dbops.plugins.module_utils import aws_tags
 
 MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 TRUST_POLICY = {
@@ -133,11 +134,11 @@ def ensure_role(module, iam, sts, name, tags, changes):
     if role is None:
         changes.append("create IAM role %s (trusts monitoring.rds.amazonaws.com, policy AmazonRDSEnhancedMonitoringRole)" % name)
         if module.check_mode:
-            account = sts.get_caller_identity()["Account"]
-            return "arn:aws:iam::%s:role/%s" % (account, name)
+            partition, account = aws_tags.caller_partition_account(sts)
+            return aws_tags.build_arn(partition, "iam", "", account, "role/" + name)
         role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
                                Description="RDS Enhanced Monitoring publishes metrics with this role",
-                               Tags=[{"Key": k, "Value": str(v)} for k, v in sorted(tags.items())])["Role"]
+                               Tags=aws_tags.tag_list(tags))["Role"]
         iam.attach_role_policy(RoleName=name, PolicyArn=MONITORING_POLICY_ARN)
         return role["Arn"]
     if not _trusts_rds_monitoring(role["AssumeRolePolicyDocument"]):
@@ -163,7 +164,7 @@ def ensure_log_groups(module, logs, identifier, types, retention, tags, changes)
         if group is None:
             changes.append("create log group %s (retention %d days)" % (name, retention))
             if not module.check_mode:
-                logs.create_log_group(logGroupName=name, tags=dict((k, str(v)) for k, v in tags.items()))
+                logs.create_log_group(logGroupName=name, tags=aws_tags.tag_map(tags))
                 logs.put_retention_policy(logGroupName=name, retentionInDays=retention)
         elif group.get("retentionInDays") != retention:
             changes.append("set retention of log group %s: %s -> %d days"
