@@ -14,6 +14,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     DOCUMENTATION = r"""
+requirements:
+  - psycopg2 (psycopg2-binary) on the managed host
 options:
   login_host:
     description: Host of the PostgreSQL server. Empty means the local Unix socket.

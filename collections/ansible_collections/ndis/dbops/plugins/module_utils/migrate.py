@@ -50,13 +50,7 @@ from ansible_collections.ndis.dbops.plugins.module_utils.migrate_files import ( 
     scan,
     split_statements,
 )
-from ansible_collections.ndis.dbops.plugins.module_utils.postgres import (  # noqa: F401  (re-exported)
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    error_text,
-    pgsql,
-    psycopg2,
-)
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import error_text, pgsql, psycopg2
 
 DEFAULT_PG_LOCK_TIMEOUT = 5  # seconds the app may queue behind one migration statement
 DEFAULT_LOCK_RETRY_BUDGET = 300  # seconds of lock-timeout retries before a file gives up

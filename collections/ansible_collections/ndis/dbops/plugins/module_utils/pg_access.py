@@ -33,14 +33,7 @@ import hmac
 import os
 
 from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
-from ansible_collections.ndis.dbops.plugins.module_utils.postgres import (  # noqa: F401  (re-exported)
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PostgresError,
-    error_text,
-    pgsql,
-    psycopg2,
-)
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import PostgresError, error_text, pgsql, psycopg2
 
 APPLICATION_NAME = "ndis.dbops.pg_database"
 MASK = "********"

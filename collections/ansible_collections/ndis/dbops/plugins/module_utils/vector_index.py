@@ -48,14 +48,7 @@ import time
 
 from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
-from ansible_collections.ndis.dbops.plugins.module_utils.postgres import (  # noqa: F401  (re-exported)
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PostgresError,
-    error_text,
-    pgsql,
-    psycopg2,
-)
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import PostgresError, error_text, pgsql, psycopg2
 from ansible_collections.ndis.dbops.plugins.module_utils.progress import ProgressFile, Ticker, index_build_poll
 
 APPLICATION_NAME = "pgvector_index"

@@ -32,8 +32,6 @@ description:
     privileges the real run grants are listed as well.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
 options:

@@ -27,8 +27,6 @@ description:
     the server's message. Files applied before it stay applied.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
 options:

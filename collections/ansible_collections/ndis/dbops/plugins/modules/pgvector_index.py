@@ -37,8 +37,6 @@ description:
   - Rows at build time are kept in the index comment (C(ndis.dbops.pgvector {json})).
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector

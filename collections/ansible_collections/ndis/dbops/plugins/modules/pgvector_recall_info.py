@@ -29,8 +29,6 @@ description:
   - The session is C(default_transaction_read_only); nothing is written. O(fail_below) makes the task fail.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector

@@ -33,8 +33,6 @@ description:
     its filtered recall measured and reported.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
