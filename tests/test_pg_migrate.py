@@ -91,7 +91,8 @@ def test_connection_failure_is_clear_and_fast(tmp_path):
     with pytest.raises(MigrationError) as ei:
         migrate.run(dict(host="127.0.0.1", port=1, user="nobody", dbname="appdb", connect_timeout=3), str(d))
     assert time.monotonic() - t0 < 5
-    assert "127.0.0.1:1/appdb" in ei.value.msg and "cannot connect" in ei.value.msg
+    assert ei.value.msg.startswith("Cannot connect to PostgreSQL at 127.0.0.1:1 as nobody within 3 s (database appdb): ")
+    assert ei.value.details["target"] == "127.0.0.1:1/appdb"
 
 
 # -------------------------------------------------------------------- core runs

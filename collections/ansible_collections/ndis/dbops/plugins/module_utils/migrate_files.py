@@ -2,7 +2,7 @@
 # Copyright: contributors to ndis.dbops
 # Apache-2.0 (the collection licence, see galaxy.yml)
 """Migration files for ``ndis.dbops.pg_migrate``: the error type, the directory scan, the header
-annotations and the statement splitter.  Plain Python, no database and no Ansible.
+annotations, the statement splitter and the line of a statement.  Plain Python, no database and no Ansible.
 
 * ``NNNN_name.sql`` files; the version is the leading digits, compared numerically.
 * Header annotations live in the leading comment block of a file:
@@ -19,22 +19,18 @@ import hashlib
 import os
 import re
 
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import PostgresError
+
 FILE_RE = re.compile(r"^(\d+)(?:_.*)?\.sql$")
 NO_TX_RE = re.compile(r"^--\s*migrate:no-transaction\b", re.IGNORECASE)
 
 
-class MigrationError(Exception):
+class MigrationError(PostgresError):
     """A migration run failed.  ``str(e)`` says what, where and what to do next.
 
     ``details`` holds machine-readable facts (file, line, sqlstate, ...);
     ``result`` is the partial run result (files applied before the failure stay applied).
     """
-
-    def __init__(self, msg, result=None, **details):
-        super(MigrationError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
-        self.result = result
 
 
 # --------------------------------------------------------------------------- files
@@ -213,3 +209,9 @@ def split_statements(text):
     if content:
         out.append((start, text[start:]))
     return out
+
+
+def statement_line(text, start, statement):
+    """1-based line of ``text`` where ``statement`` (found at offset ``start``) begins, leading blanks skipped."""
+    lead = len(statement) - len(statement.lstrip())
+    return text.count("\n", 0, start + lead) + 1

@@ -22,6 +22,8 @@ import json
 import re
 import time
 
+from ansible_collections.ndis.dbops.plugins.module_utils.migrate_files import statement_line
+
 try:
     from pglast import ast as pg_ast
     from pglast import enums as pg_enums
@@ -355,7 +357,7 @@ def lint(migrations, cur):
         spans = [(start, end) for _kind, _body, start, end in stmts]
         for idx, (kind, body, start, end) in enumerate(stmts):
             statements += 1
-            line = text.count("\n", 0, start + (len(text[start:end]) - len(text[start:end].lstrip()))) + 1
+            line = statement_line(text, start, text[start:end])
             for rule, table, why in _check_raw(kind, body, text[start:end], state, m.no_transaction):
                 f = Finding(m.file, line, rule, _short(text[start:end]), table, why)
                 reason = _allowance(notes, used, spans, idx, text, rule)

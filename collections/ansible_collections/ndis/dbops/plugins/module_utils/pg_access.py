@@ -32,16 +32,8 @@ import hashlib
 import hmac
 import os
 
-try:
-    import psycopg2
-    import psycopg2.extensions
-    from psycopg2 import sql as pgsql
-
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = exc
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import PostgresError, error_text, pgsql, psycopg2
 
 APPLICATION_NAME = "ndis.dbops.pg_database"
 MASK = "********"
@@ -61,11 +53,12 @@ ATTR_KEYWORDS = dict(rolcanlogin=("LOGIN", "NOLOGIN"), rolsuper=("SUPERUSER", "N
                      rolreplication=("REPLICATION", "NOREPLICATION"), rolbypassrls=("BYPASSRLS", "NOBYPASSRLS"))
 
 
-class AccessError(Exception):
-    def __init__(self, msg, queries=None):
-        super(AccessError, self).__init__(msg)
-        self.msg = msg
-        self.queries = queries or []
+class AccessError(PostgresError):
+    """A convergence step failed; ``queries`` (also the partial result) lists what ran or would run before it."""
+
+    def __init__(self, msg, queries=None, **details):
+        self.queries = queries if queries is not None else []
+        super(AccessError, self).__init__(msg, result={"queries": self.queries}, **details)
 
 
 def scram_verifier(password, iterations=4096, salt=None):
@@ -85,21 +78,6 @@ def scram_verifier(password, iterations=4096, salt=None):
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
     return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored_key), b64(server_key))
-
-
-def _first_line(e):
-    return str(e).strip().split("\n")[0]
-
-
-def _pg_error_text(e):
-    diag = getattr(e, "diag", None)
-    primary = (diag.message_primary if diag is not None else None) or _first_line(e)
-    parts = [primary]
-    if diag is not None and diag.message_hint:
-        parts.append("HINT: " + diag.message_hint)
-    if getattr(e, "pgcode", None):
-        parts.append("SQLSTATE " + e.pgcode)
-    return "; ".join(parts)
 
 
 class Session(object):
@@ -130,7 +108,7 @@ class Session(object):
             with self.conn.cursor() as cur:
                 cur.execute(statement, args)
         except psycopg2.Error as e:
-            raise AccessError("%s failed: %s" % (text, _pg_error_text(e)), self.queries)
+            raise AccessError("%s failed: %s" % (text, error_text(e)), self.queries)
 
     def close(self):
         self.conn.close()
@@ -153,17 +131,7 @@ def _ordered(privs, universe):
 
 
 def connect(conn_params, dbname):
-    params = dict(conn_params, dbname=dbname)
-    params.setdefault("application_name", APPLICATION_NAME)
-    try:
-        return psycopg2.connect(**params)
-    except psycopg2.Error as e:
-        raise AccessError(
-            "Cannot connect to PostgreSQL at %s:%s as %s within %s s: %s. Check that the server is up, that this "
-            "machine can reach it (a private instance needs a tunnel or a runner inside its network), the user's "
-            "password and that database %s exists."
-            % (params.get("host") or "(socket)", params.get("port") or 5432, params.get("user"),
-               params.get("connect_timeout", "?"), _first_line(e), dbname))
+    return pg.connect(dict(conn_params, dbname=dbname), application_name=APPLICATION_NAME, error=AccessError)
 
 
 def password_matches(conn_params, user, password, dbname):
@@ -511,9 +479,7 @@ def predicted_privileges(spec):
 
 def converge(conn_params, spec, check_mode=False):
     """Converge everything `spec` declares. Returns changed, queries, database_exists, diff."""
-    if not HAS_PSYCOPG2:
-        raise AccessError("the Python library psycopg2 is required (pip install psycopg2-binary): %s"
-                          % PSYCOPG2_IMPORT_ERROR)
+    pg.require_psycopg2(AccessError)
     queries, before, after = [], [], []
     maint = spec.get("maintenance_db") or "postgres"
     s = Session(connect(conn_params, maint), check_mode, queries)

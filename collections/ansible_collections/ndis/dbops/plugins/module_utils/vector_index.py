@@ -46,23 +46,10 @@ import math
 import re
 import time
 
-from ansible_collections.ndis.dbops.plugins.module_utils import pg_connection
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import PostgresError, error_text, pgsql, psycopg2
 from ansible_collections.ndis.dbops.plugins.module_utils.progress import ProgressFile, Ticker, index_build_poll
-
-try:
-    import psycopg2
-    import psycopg2.extensions
-    from psycopg2 import sql as pgsql
-
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - exercised only without psycopg2
-    psycopg2 = None
-    pgsql = None
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = exc
-
 
 APPLICATION_NAME = "pgvector_index"
 COMMENT_PREFIX = "ndis.dbops.pgvector "
@@ -81,14 +68,8 @@ MAX_HALFVEC_INDEX_DIMS = 4000  # HNSW / IVFFlat on halfvec
 HALFVEC_EXPR = re.compile(r'^\(*"?([^":()]+?)"?\)?::halfvec\((\d+)\)\)*$')
 
 
-class VectorIndexError(Exception):
+class VectorIndexError(PostgresError):
     """Something failed.  ``str(e)`` says what, where and what to do next; ``details`` is machine-readable."""
-
-    def __init__(self, msg, result=None, **details):
-        super(VectorIndexError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
-        self.result = result
 
 
 # ---------------------------------------------------------------- helpers
@@ -226,33 +207,8 @@ def qualified(d):
     return "%s.%s" % (d["schema"], d["table"])
 
 
-def _pg_error_text(e):
-    diag = getattr(e, "diag", None)
-    primary = (diag.message_primary if diag is not None else None) or str(e).strip().split("\n")[0]
-    parts = [primary]
-    if diag is not None and diag.message_detail:
-        parts.append("DETAIL: " + diag.message_detail)
-    if diag is not None and diag.message_hint:
-        parts.append("HINT: " + diag.message_hint)
-    if getattr(e, "pgcode", None):
-        parts.append("SQLSTATE " + e.pgcode)
-    return "; ".join(parts)
-
-
 def connect(conn_params, application_name=APPLICATION_NAME):
-    if not HAS_PSYCOPG2:
-        raise VectorIndexError("the Python library psycopg2 is required (pip install psycopg2-binary): %s" % PSYCOPG2_IMPORT_ERROR)
-    params = dict(conn_params)
-    params.setdefault("application_name", application_name)
-    where = "%s:%s/%s" % (params.get("host") or "(socket)", params.get("port") or 5432, params.get("dbname") or "?")
-    try:
-        conn = psycopg2.connect(**params)
-    except psycopg2.Error as e:
-        raise VectorIndexError(
-            "cannot connect to %s: %s. Check host, port, credentials and that the database exists."
-            % (where, str(e).strip().split("\n")[0]))
-    conn.autocommit = True
-    return conn
+    return pg.connect(conn_params, application_name=application_name, error=VectorIndexError)
 
 
 def _one(cur, query, params=None):
@@ -536,7 +492,7 @@ def apply_plan(conn, plan, settings, progress=None, conn_params=None, interval=1
         else:
             cur.execute(stmt)
     except psycopg2.Error as e:
-        text = _pg_error_text(e)
+        text = error_text(e)
         try:
             _drop_concurrently(cur, d["schema"], target)
             cleanup = "the INVALID index it left was dropped"
@@ -618,7 +574,7 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
             e.result = result
         raise
     except psycopg2.Error as e:
-        raise VectorIndexError("vector index management on %s failed: %s" % (where, _pg_error_text(e)),
+        raise VectorIndexError("vector index management on %s failed: %s" % (where, error_text(e)),
                                result=result, sqlstate=getattr(e, "pgcode", None))
     finally:
         conn.close()
@@ -630,7 +586,7 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
 CONNECTION_ARGS = dict(
     login_user=dict(type="str", default="postgres"),
     login_db=dict(type="str", required=True, aliases=["db"]),
-    **pg_connection.CONNECTION_ARGS
+    **pg.CONNECTION_ARGS
 )
 
 INDEX_ARGS = dict(
@@ -653,4 +609,4 @@ INDEX_ARGS = dict(
 
 def conn_params(p):
     """psycopg2.connect keyword arguments from the modules' connection options."""
-    return pg_connection.conn_params(p, p["login_db"])
+    return pg.conn_params(p, p["login_db"])

@@ -28,6 +28,7 @@ __metaclass__ = type
 
 import datetime
 
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
@@ -377,8 +378,8 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
                 cur.execute(stmt, (vi.meta_comment(meta),))
         result["changed"] = bool(result["queries"])
         return result
-    except vi.psycopg2.Error as e:
-        raise vi.VectorIndexError("tuning query-time defaults failed: %s" % vi._pg_error_text(e), result=result,
+    except pg.psycopg2.Error as e:
+        raise vi.VectorIndexError("tuning query-time defaults failed: %s" % pg.error_text(e), result=result,
                                   sqlstate=getattr(e, "pgcode", None))
     finally:
         conn.close()

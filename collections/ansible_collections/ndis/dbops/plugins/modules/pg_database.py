@@ -32,8 +32,6 @@ description:
     privileges the real run grants are listed as well.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
 options:
@@ -156,9 +154,10 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ndis.dbops.plugins.module_utils import pg_access, pg_connection
+from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 
 
 def main():
@@ -166,7 +165,7 @@ def main():
         argument_spec=dict(
             login_user=dict(type="str", default="postgres"),
             maintenance_db=dict(type="str", default="postgres", aliases=["login_db"]),
-            **pg_connection.CONNECTION_ARGS,
+            **pg.CONNECTION_ARGS,
             name=dict(type="str", required=True),
             owner=dict(type="str"),
             owner_comment=dict(type="str"),
@@ -187,8 +186,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not pg_access.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(pg_access.PSYCOPG2_IMPORT_ERROR))
+    pg.fail_without_psycopg2(module)
     p = dict(module.params)
     p["owner"] = p["owner"] or p["name"] + "_owner"
     names = [p["login_user"], p["owner"], p["app_user"]] + ([p["readonly_role"]] if p["readonly_role"] else []) \
@@ -198,14 +196,7 @@ def main():
                          "different roles, and iam_user not rds_iam itself"
                          % (p["login_user"], p["owner"], p["app_user"], p["readonly_role"] or "none",
                             p["iam_user"] or "none"))
-    conn_params = pg_connection.conn_params(p)
-    try:
-        result = pg_access.converge(conn_params, p, check_mode=module.check_mode)
-    except pg_access.AccessError as e:
-        module.fail_json(msg=e.msg, queries=e.queries)
-    if not module._diff or not result["changed"]:
-        result.pop("diff")
-    module.exit_json(**result)
+    pg.run_module(module, lambda: pg_access.converge(pg.conn_params(p), p, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

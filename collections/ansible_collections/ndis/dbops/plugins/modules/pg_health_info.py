@@ -34,6 +34,7 @@ options:
     description: The app's database.
     type: str
     required: true
+    aliases: [db]
   indexes:
     description: The declared vector indexes (the pgvector role's C(pgvector_indexes)), each table, column, metric and optional name, schema.
     type: list
@@ -82,19 +83,12 @@ checks:
   elements: dict
 """
 
-try:
-    import psycopg2
-    import psycopg2.extras
-    from psycopg2 import sql as pgsql
-    HAS_PSYCOPG2 = True
-except ImportError:
-    HAS_PSYCOPG2 = False
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ndis.dbops.plugins.module_utils import health
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
-from ansible_collections.ndis.dbops.plugins.module_utils.pg_connection import CONNECTION_ARGS, conn_params
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import pgsql, psycopg2
 
 SESSIONS = """
 SELECT pid, usename, application_name, state, left(query, 200) AS query,
@@ -188,32 +182,12 @@ def statements_check(cur, min_ms):
     return health.pg_stat_statements_check(found["installed"], found["available"], rows, min_ms)
 
 
-def main():
-    argument_spec = dict(CONNECTION_ARGS)
-    argument_spec.update(
-        login_user=dict(type="str", default="postgres"),
-        login_db=dict(type="str", required=True),
-        indexes=dict(type="list", elements="dict", default=[]),
-        k=dict(type="int", default=10),
-        min_rows=dict(type="int", default=1000),
-        long_running_seconds=dict(type="int", default=300),
-        idle_in_transaction_seconds=dict(type="int", default=60),
-        slow_statement_ms=dict(type="float", default=100.0),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"))
-    p = module.params
-    try:
-        conn = psycopg2.connect(application_name="pg_health_info", **conn_params(p, p["login_db"]))
-    except psycopg2.Error as e:
-        module.fail_json(msg="cannot connect to %s:%s database %s as %s: %s"
-                         % (p["login_host"], p["login_port"], p["login_db"], p["login_user"], str(e).strip()))
+def read_checks(conn, p):
+    """The checks, read in one read-only transaction (a health check must not queue behind the lock it is looking for)."""
     checks = []
     try:
-        conn.set_session(readonly=True)
+        conn.set_session(readonly=True, autocommit=False)
         cur = conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
-        # a health check must not queue behind the lock it is looking for
         cur.execute("SET lock_timeout = '5s'; SET statement_timeout = '60s'")
         cur.execute("SELECT current_setting('max_connections')::int AS max,"
                     " current_setting('superuser_reserved_connections')::int AS reserved,"
@@ -226,15 +200,34 @@ def main():
             try:
                 checks.extend(vector_checks(cur, decl, p["k"], p["min_rows"]))
             except vi.VectorIndexError as e:
-                module.fail_json(msg="indexes: %s" % e.msg)
+                raise pg.PostgresError("indexes: %s" % e.msg)
         checks.append(statements_check(cur, p["slow_statement_ms"]))
         conn.rollback()
     except psycopg2.Error as e:
-        module.fail_json(msg="health checks on database %s failed: %s" % (p["login_db"], str(e).strip()), checks=checks)
+        raise pg.PostgresError("health checks on database %s failed: %s" % (p["login_db"], pg.error_text(e)),
+                               result={"checks": checks})
     finally:
         conn.close()
-    module.exit_json(changed=False, checks=checks)
+    return {"changed": False, "checks": checks}
 
+
+def main():
+    argument_spec = dict(pg.CONNECTION_ARGS)
+    argument_spec.update(
+        login_user=dict(type="str", default="postgres"),
+        login_db=dict(type="str", required=True, aliases=["db"]),
+        indexes=dict(type="list", elements="dict", default=[]),
+        k=dict(type="int", default=10),
+        min_rows=dict(type="int", default=1000),
+        long_running_seconds=dict(type="int", default=300),
+        idle_in_transaction_seconds=dict(type="int", default=60),
+        slow_statement_ms=dict(type="float", default=100.0),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    pg.fail_without_psycopg2(module)
+    p = module.params
+    pg.run_module(module, lambda: read_checks(
+        pg.connect(pg.conn_params(p, p["login_db"]), application_name="pg_health_info", autocommit=False), p))
 
 if __name__ == "__main__":
     main()

@@ -27,8 +27,6 @@ description:
     the server's message. Files applied before it stay applied.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
 options:
@@ -284,7 +282,8 @@ rule:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ndis.dbops.plugins.module_utils import migrate, migrate_lint, pg_connection
+from ansible_collections.ndis.dbops.plugins.module_utils import migrate, migrate_lint
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 
 
 def main():
@@ -292,7 +291,7 @@ def main():
         argument_spec=dict(
             login_user=dict(type="str", default="postgres"),
             login_db=dict(type="str", required=True, aliases=["db"]),
-            **pg_connection.CONNECTION_ARGS,
+            **pg.CONNECTION_ARGS,
             path=dict(type="path", required=True),
             session_role=dict(type="str", aliases=["role"]),
             history_schema=dict(type="str", default="public"),
@@ -311,48 +310,30 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not migrate.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(migrate.PSYCOPG2_IMPORT_ERROR))
+    pg.fail_without_psycopg2(module)
     if module.params["lint"] and not migrate_lint.HAS_PGLAST:
         module.fail_json(msg=missing_required_lib("pglast (or set lint=false)"), exception=str(migrate_lint.PGLAST_IMPORT_ERROR))
 
     p = module.params
-    conn_params = pg_connection.conn_params(p, p["login_db"])
-    try:
-        result = migrate.run(
-            conn_params,
-            p["path"],
-            session_role=p["session_role"],
-            history_schema=p["history_schema"],
-            history_table=p["history_table"],
-            advisory_lock_timeout=p["advisory_lock_timeout"],
-            pg_lock_timeout=p["pg_lock_timeout"],
-            pg_statement_timeout=p["pg_statement_timeout"],
-            lock_retry_budget=p["lock_retry_budget"],
-            lint=p["lint"],
-            lock_timeout=p["lock_timeout"],
-            allow_out_of_order=p["allow_out_of_order"],
-            missing=p["missing"],
-            baseline=p["baseline"],
-            repair=p["repair"],
-            target=p["target"],
-            check_mode=module.check_mode,
-        )
-    except migrate.MigrationError as e:
-        partial = dict(e.result or {})
-        for w in partial.pop("warnings", []) or []:
-            module.warn(w)
-        if not module._diff:
-            partial.pop("diff", None)
-        partial.update(e.details)
-        partial.setdefault("changed", False)
-        module.fail_json(msg=e.msg, **partial)
-
-    for w in result.pop("warnings", []):
-        module.warn(w)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    pg.run_module(module, lambda: migrate.run(
+        pg.conn_params(p, p["login_db"]),
+        p["path"],
+        session_role=p["session_role"],
+        history_schema=p["history_schema"],
+        history_table=p["history_table"],
+        advisory_lock_timeout=p["advisory_lock_timeout"],
+        pg_lock_timeout=p["pg_lock_timeout"],
+        pg_statement_timeout=p["pg_statement_timeout"],
+        lock_retry_budget=p["lock_retry_budget"],
+        lint=p["lint"],
+        lock_timeout=p["lock_timeout"],
+        allow_out_of_order=p["allow_out_of_order"],
+        missing=p["missing"],
+        baseline=p["baseline"],
+        repair=p["repair"],
+        target=p["target"],
+        check_mode=module.check_mode,
+    ))
 
 
 if __name__ == "__main__":

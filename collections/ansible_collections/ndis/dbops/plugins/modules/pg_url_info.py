@@ -101,18 +101,10 @@ name_verified:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-try:
-    import psycopg2
-    import psycopg2.extensions
-    import psycopg2.extras
-
-    HAS_PSYCOPG2 = True
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module
-    HAS_PSYCOPG2 = False
-    IMPORT_ERROR = exc
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
+from ansible_collections.ndis.dbops.plugins.module_utils.postgres import error_text, psycopg2
 
 
 def url_settings(url):
@@ -135,8 +127,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(IMPORT_ERROR))
+    pg.fail_without_psycopg2(module)
     p = module.params
     try:
         sslmode, sslrootcert, parsed = url_settings(p["url"])
@@ -155,7 +146,7 @@ def main():
     try:
         conn = psycopg2.connect(p["url"], **overrides)
     except psycopg2.Error as e:
-        reason = str(e).strip().split("\n")[0]
+        reason = error_text(e)
         hint = ""
         if "certificate verify failed" in reason or "certificate" in reason:
             hint = (" The server's certificate does not chain to %s (sslmode=%s), or does not name %s: install the "
@@ -176,7 +167,7 @@ def main():
                    protocol=conn.info.ssl_attribute("protocol") or "",
                    cipher=conn.info.ssl_attribute("cipher") or "")
     except psycopg2.Error as e:
-        module.fail_json(msg="Connected to %s, but the query failed: %s" % (where, str(e).strip().split("\n")[0]))
+        module.fail_json(msg="Connected to %s, but the query failed: %s" % (where, error_text(e)))
     finally:
         conn.close()
     module.exit_json(

@@ -37,8 +37,6 @@ description:
   - Rows at build time are kept in the index comment (C(ndis.dbops.pgvector {json})).
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
@@ -164,8 +162,9 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 
 
@@ -186,32 +185,16 @@ def main():
         progress_interval=dict(type="float", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not vi.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    pg.fail_without_psycopg2(module)
     p = module.params
-    try:
-        result = vi.ensure_indexes(
-            vi.conn_params(p), p["indexes"],
-            min_version=p["min_version"], update_extension=p["update_extension"], allow_rebuild=p["allow_rebuild"],
-            ivfflat_min_rows=p["ivfflat_min_rows"], stale_factor=p["stale_factor"],
-            maintenance_work_mem=p["maintenance_work_mem"], maintenance_work_mem_max=p["maintenance_work_mem_max"],
-            parallel_workers=p["max_parallel_maintenance_workers"], build_timeout=p["build_timeout"],
-            check_mode=module.check_mode, progress_file=p["progress_file"], progress_interval=p["progress_interval"],
-        )
-    except vi.VectorIndexError as e:
-        partial = dict(e.result or {})
-        partial.pop("diff", None)
-        for w in partial.pop("warnings", []) or []:
-            module.warn(w)
-        partial.update(e.details)
-        partial["changed"] = False
-        module.fail_json(msg=e.msg, **partial)
-    for w in result.pop("warnings", []):
-        module.warn(w)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
-
+    pg.run_module(module, lambda: vi.ensure_indexes(
+        vi.conn_params(p), p["indexes"],
+        min_version=p["min_version"], update_extension=p["update_extension"], allow_rebuild=p["allow_rebuild"],
+        ivfflat_min_rows=p["ivfflat_min_rows"], stale_factor=p["stale_factor"],
+        maintenance_work_mem=p["maintenance_work_mem"], maintenance_work_mem_max=p["maintenance_work_mem_max"],
+        parallel_workers=p["max_parallel_maintenance_workers"], build_timeout=p["build_timeout"],
+        check_mode=module.check_mode, progress_file=p["progress_file"], progress_interval=p["progress_interval"],
+    ))
 
 if __name__ == "__main__":
     main()

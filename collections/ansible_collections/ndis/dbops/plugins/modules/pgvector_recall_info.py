@@ -14,7 +14,7 @@ short_description: Measure the recall@k of pgvector indexes with the settings th
 version_added: "0.2.0"
 description:
   - Read-only health check. For each declared index, reports recall@k with its 95% lower confidence bound
-    for the settings the application gets (the role-in-database settings of O(role), else the database's, or
+    for the settings the application gets (the role-in-database settings of O(tuning_role), else the database's, or
     O(settings)).
   - When the tuner's stored measurement (the index comment) still holds - the index was not rebuilt, at most
     O(remeasure_share) of the rows changed since, the same setting, k, filter and iterative-scan settings -
@@ -29,8 +29,6 @@ description:
   - The session is C(default_transaction_read_only); nothing is written. O(fail_below) makes the task fail.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
@@ -47,9 +45,13 @@ options:
     description: Most held-out queries a fresh measurement grows to.
     type: int
     default: 800
-  role:
-    description: The application role whose settings are measured (its role-in-database settings come first).
+  tuning_role:
+    description:
+      - The application role whose settings are measured (its role-in-database settings come first); the
+        O(ndis.dbops.pgvector_tune#module:tuning_role) the tuner stored them for.
+      - Not the session's role (no C(SET ROLE) is run); C(role) is its older name.
     type: str
+    aliases: [role]
   remeasure_share:
     description: Measure afresh when more than this share of the rows changed since the stored measurement.
     type: float
@@ -122,6 +124,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
@@ -134,7 +137,7 @@ def main():
         k=dict(type="int", default=10),
         sample_size=dict(type="int", default=100),
         max_sample_size=dict(type="int", default=800),
-        role=dict(type="str"),
+        tuning_role=dict(type="str", aliases=["role"]),
         remeasure_share=dict(type="float", default=0.1),
         min_rows=dict(type="int", default=1000),
         threshold=dict(type="float", default=0.9),
@@ -142,17 +145,16 @@ def main():
         fail_below=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not vi.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+    pg.fail_without_psycopg2(module)
     if not vr.HAS_NUMPY:
         module.fail_json(msg=missing_required_lib("numpy"), exception=str(vr.NUMPY_IMPORT_ERROR))
     p = module.params
     try:
         result = vt.recall_check(vi.conn_params(p), p["indexes"], k=p["k"], sample_size=p["sample_size"],
                                  max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], threshold=p["threshold"],
-                                 settings=p["settings"], role=p["role"], remeasure_share=p["remeasure_share"])
+                                 settings=p["settings"], role=p["tuning_role"], remeasure_share=p["remeasure_share"])
     except vi.VectorIndexError as e:
-        module.fail_json(msg=e.msg, ok=False, checks=[], queries=[], **e.details)
+        pg.fail_module(module, e, ok=False, checks=[], queries=[])
     result["queries"] = []
     for w in result["version_warnings"]:
         module.warn(w)

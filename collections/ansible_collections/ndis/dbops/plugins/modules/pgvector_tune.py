@@ -20,7 +20,7 @@ description:
     95% lower confidence bound (bootstrap over queries) reaches O(recall_target). The sample doubles, up to
     O(max_sample_size), while a smaller value's interval still straddles the target.
   - Stores the result with C(ALTER DATABASE ... SET) (O(scope=database)) or C(ALTER ROLE ... IN DATABASE ... SET)
-    (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
+    for O(tuning_role) (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
     method, the largest value wins (the setting is per session, not per index).
   - When the bound cannot reach the target, the bound is set and the result recommends a rebuild.
   - Tables with fewer than O(min_rows) rows are skipped, and the result says so (recall cannot be measured on them).
@@ -33,8 +33,6 @@ description:
     its filtered recall measured and reported.
 author:
   - ndis dbops maintainers
-requirements:
-  - psycopg2 (psycopg2-binary) on the managed host
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
@@ -64,9 +62,12 @@ options:
     type: str
     default: database
     choices: [database, role, none]
-  role:
-    description: Role whose sessions get the setting, with O(scope=role).
+  tuning_role:
+    description:
+      - Role whose sessions get the setting (C(ALTER ROLE tuning_role IN DATABASE ... SET)), with O(scope=role).
+      - Not the session's role (no C(SET ROLE) is run); C(role) is its older name.
     type: str
+    aliases: [role]
   max_ef_search:
     description: Largest C(hnsw.ef_search) tried (pgvector allows up to 1000).
     type: int
@@ -107,7 +108,7 @@ EXAMPLES = r"""
     login_user: admin
     login_password: "{{ admin_password }}"
     scope: role
-    role: app_user
+    tuning_role: app_user
     recall_target: 0.95
     indexes:
       - {table: embeddings, column: embedding}
@@ -150,6 +151,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
@@ -165,7 +167,7 @@ def main():
         max_sample_size=dict(type="int", default=800),
         min_rows=dict(type="int", default=1000),
         scope=dict(type="str", default="database", choices=["database", "role", "none"]),
-        role=dict(type="str"),
+        tuning_role=dict(type="str", aliases=["role"]),
         max_ef_search=dict(type="int", default=400),
         max_probes=dict(type="int"),
         remeasure_share=dict(type="float", default=0.1),
@@ -173,9 +175,8 @@ def main():
         max_scan_tuples=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("scope", "role", ["role"])])
-    if not vi.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(vi.PSYCOPG2_IMPORT_ERROR))
+                           required_if=[("scope", "role", ["tuning_role"])])
+    pg.fail_without_psycopg2(module)
     if not vr.HAS_NUMPY:
         module.fail_json(msg=missing_required_lib("numpy"), exception=str(vr.NUMPY_IMPORT_ERROR))
     p = module.params
@@ -185,26 +186,12 @@ def main():
         module.fail_json(msg="remeasure_share must be in [0, 1] (a share of rows, 0.1 = 10%%), got %s" % p["remeasure_share"])
     if not 1 <= p["sample_size"] <= p["max_sample_size"]:
         module.fail_json(msg="sample_size (%s) must be at least 1 and at most max_sample_size (%s)" % (p["sample_size"], p["max_sample_size"]))
-    try:
-        result = vt.tune(
-            vi.conn_params(p), p["indexes"], recall_target=p["recall_target"], k=p["k"], sample_size=p["sample_size"],
-            max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], scope=p["scope"], role=p["role"],
-            max_ef_search=p["max_ef_search"], max_probes=p["max_probes"], remeasure_share=p["remeasure_share"],
-            iterative_scan=p["iterative_scan"], max_scan_tuples=p["max_scan_tuples"], check_mode=module.check_mode,
-        )
-    except vi.VectorIndexError as e:
-        partial = dict(e.result or {})
-        partial.pop("diff", None)
-        partial.pop("warnings", None)
-        partial.update(e.details)
-        partial["changed"] = False
-        module.fail_json(msg=e.msg, **partial)
-    for w in result.pop("warnings", []):
-        module.warn(w)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
-
+    pg.run_module(module, lambda: vt.tune(
+        vi.conn_params(p), p["indexes"], recall_target=p["recall_target"], k=p["k"], sample_size=p["sample_size"],
+        max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], scope=p["scope"], role=p["tuning_role"],
+        max_ef_search=p["max_ef_search"], max_probes=p["max_probes"], remeasure_share=p["remeasure_share"],
+        iterative_scan=p["iterative_scan"], max_scan_tuples=p["max_scan_tuples"], check_mode=module.check_mode,
+    ))
 
 if __name__ == "__main__":
     main()
