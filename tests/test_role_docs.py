@@ -136,3 +136,24 @@ def test_readme_and_argument_specs_name_every_fact_the_role_sets(role):
     assert facts - set(re.findall(r"`(\w+)`", readme)) == set(), "not in README.md"
     assert facts - set(re.findall(r"(?<![\w.])(\w+)", specs)) == set(), "not in meta/argument_specs.yml"
 
+
+def inventory_names() -> set[str]:
+    names = set()
+    for path in [*(REPO_ROOT / "group_vars").glob("*.yml"), *(REPO_ROOT / "inventories").rglob("*.yml")]:
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict):
+            names |= set(data)
+    return names
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_playbooks_read_only_inputs_and_published_facts_of_a_role(role):
+    """A role's internals (`__role_*`) stay inside it; every other `role_*` name a playbook reads
+    is one of its inputs, an inventory variable or a fact the role publishes."""
+    known = set(spec_options(role)) | default_keys(role) | inventory_names() | published_facts(role)
+    problems = []
+    for path in sorted((REPO_ROOT / "playbooks").glob("*.yml")):
+        for name in sorted(set(re.findall(rf"(?<![\w.])(_*{role}_\w+)", path.read_text()))):
+            if name.startswith("_") or name not in known:
+                problems.append(f"playbooks/{path.name} reads {name}")
+    assert not problems, "\n".join(problems)
