@@ -12,12 +12,18 @@ scratch_db    (function) fresh uniquely named database: {"name", "dsn"};
                          dropped WITH (FORCE) afterwards.
 aws_env       (session)  env vars for boto3 / ansible against moto.
 boto3_client  (session)  factory: ``boto3_client("rds")``.
+
+``own_stack(NAME)`` starts a stack of a module's or test's own (NDIS_TEST_<NAME>_STACK_DIR and
+_PG_PORT / _MOTO_PORT / _TLS_PORT, else a fresh directory and free ports); ``boto3_factory`` and
+``execute`` serve any stack. Playbook runs: tests/playbook_runner.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -25,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from playbook_runner import REPO_ROOT, stack_aws_env
+
 STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack")
 PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
 MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501"))
@@ -68,64 +75,53 @@ def make_dsn(stack: dict, dbname: str) -> str:
     )
 
 
-@pytest.fixture(scope="session")
-def local_stack():
-    run_stack("start", *stack_args())
-    data = json.loads((Path(STACK_DIR) / "stack.json").read_text())
+def stack_data(directory: str) -> dict:
+    """A running stack's ``stack.json`` plus its ``admin_password``."""
+    data = json.loads((Path(directory) / "stack.json").read_text())
     data["admin_password"] = Path(data["pg"]["password_file"]).read_text().strip()
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def own_stack(name: str):
+    """A stack apart from the session's, taken down afterwards (see the module docstring)."""
+    prefix = f"NDIS_TEST_{name.upper()}_"
+    directory = os.environ.get(prefix + "STACK_DIR", f"/tmp/ndis-pytest-{name.lower()}-{uuid.uuid4().hex[:8]}")
+    ports = [int(os.environ.get(prefix + what) or free_port()) for what in ("PG_PORT", "MOTO_PORT", "TLS_PORT")]
+    args = stack_args(directory, *ports[:2], tls_port=ports[2])
+    run_stack("start", *args)
     try:
-        yield data
+        yield stack_data(directory)
     finally:
-        run_stack("down", *stack_args(), check=False)
+        run_stack("down", *args, check=False)
 
 
-@pytest.fixture(scope="session")
-def pg_admin_dsn(local_stack) -> str:
-    return make_dsn(local_stack, "postgres")
-
-
-@pytest.fixture()
-def scratch_db(local_stack, pg_admin_dsn):
+def execute(dsn: str, *statements: str, params=None):
+    """Run STATEMENTS in autocommit on one connection; the last one's rows, if it returns any."""
     import psycopg2
 
-    name = f"scratch_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(pg_admin_dsn)
+    conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                cur.execute(statement, params)
+            return cur.fetchall() if cur.description else None
     finally:
         conn.close()
-    try:
-        yield {"name": name, "dsn": make_dsn(local_stack, name)}
-    finally:
-        conn = psycopg2.connect(pg_admin_dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            conn.close()
 
 
-@pytest.fixture(scope="session")
-def aws_env(local_stack) -> dict[str, str]:
-    aws = local_stack["aws"]
-    return {
-        "AWS_ENDPOINT_URL": aws["endpoint_url"],
-        "AWS_URL": aws["endpoint_url"],  # amazon.aws modules' endpoint_url fallback
-        "AWS_REGION": aws["region"],
-        "AWS_DEFAULT_REGION": aws["region"],
-        "AWS_ACCESS_KEY_ID": aws["access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": aws["secret_access_key"],
-    }
-
-
-@pytest.fixture(scope="session")
-def boto3_client(local_stack):
+def boto3_factory(stack: dict):
+    """``factory("rds")``: a boto3 client of the stack's moto."""
     import boto3
 
-    aws = local_stack["aws"]
+    aws = stack["aws"]
 
     def factory(service: str, **kwargs):
         params = dict(
@@ -138,3 +134,37 @@ def boto3_client(local_stack):
         return boto3.client(service, **params)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def local_stack():
+    run_stack("start", *stack_args())
+    try:
+        yield stack_data(STACK_DIR)
+    finally:
+        run_stack("down", *stack_args(), check=False)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(local_stack) -> str:
+    return make_dsn(local_stack, "postgres")
+
+
+@pytest.fixture()
+def scratch_db(local_stack, pg_admin_dsn):
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield {"name": name, "dsn": make_dsn(local_stack, name)}
+    finally:
+        execute(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def aws_env(local_stack) -> dict[str, str]:
+    return stack_aws_env(local_stack)
+
+
+@pytest.fixture(scope="session")
+def boto3_client(local_stack):
+    return boto3_factory(local_stack)

@@ -7,16 +7,12 @@ unit-tested on the RDS facts it is derived from."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_alarms as ra
-from conftest import REPO_ROOT
+from playbook_runner import run_playbook
 
 GIB = 1024 ** 3
 
@@ -130,15 +126,8 @@ def run_play(local_stack, tmp_path, ident, steps):
     playbook = tmp_path / "alarms.yml"
     playbook.write_text(PLAY)
     out = tmp_path / f"out-{steps}.json"
-    aws = local_stack["aws"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_"))}
-    env.update(AWS_ENDPOINT_URL=aws["endpoint_url"], AWS_REGION=aws["region"], AWS_ACCESS_KEY_ID=aws["access_key_id"],
-               AWS_SECRET_ACCESS_KEY=aws["secret_access_key"], ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"out={out}", "-e", f"ident={ident}",
-         "-e", f"steps={steps}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_playbook(playbook, "-e", f"out={out}", "-e", f"ident={ident}", "-e", f"steps={steps}",
+                        stack=local_stack, localhost=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     return json.loads(out.read_text())
 

@@ -17,16 +17,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, run_stack, stack_args
+from conftest import REPO_ROOT, own_stack
 
 BIN = Path(sys.executable).parent
 EE_FILE = REPO_ROOT / "execution-environment.yml"
@@ -53,12 +51,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_execution_environment_pins_match_requirements():
@@ -98,16 +90,8 @@ def test_ansible_builder_create_writes_the_build_context(tmp_path):
 @pytest.fixture()
 def awx_stack():
     """A stack of its own: the site must not depend on (or disturb) the conftest stack's state."""
-    directory = os.environ.get("NDIS_TEST_AWX_STACK_DIR", f"/tmp/ndis-pytest-awx-{uuid.uuid4().hex[:8]}")
-    pg_port = int(os.environ.get("NDIS_TEST_AWX_PG_PORT") or free_port())
-    moto_port = int(os.environ.get("NDIS_TEST_AWX_MOTO_PORT") or free_port())
-    tls_port = int(os.environ.get("NDIS_TEST_AWX_TLS_PORT") or free_port())
-    args = stack_args(directory, pg_port, moto_port, tls_port=tls_port)
-    run_stack("start", *args)
-    try:
-        yield json.loads((Path(directory) / "stack.json").read_text())
-    finally:
-        run_stack("down", *args, check=False)
+    with own_stack("awx") as stack:
+        yield stack
 
 
 def private_data_dir(tmp_path: Path, stack: dict) -> Path:

@@ -8,10 +8,8 @@ keeps aws_backup.enabled false; here a copy enables it to test that path against
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,24 +17,11 @@ import psycopg2
 import pytest
 
 from conftest import REPO_ROOT, make_dsn
-
-BIN = Path(sys.executable).parent
-
-
-def run_playbook(local_stack, playbook: str, extra: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANSIBLE_", "AWS_", "MOLECULE_")) or k == "ANSIBLE_CALLBACKS_ENABLED"}
-    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), NDIS_LOCAL_STACK_DIR=local_stack["dir"],
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run([str(BIN / "ansible-playbook"), playbook, "-l", "local", "-e", f"@{extra}", *args],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+from playbook_runner import recap, run_playbook
 
 
-def recap(output: str) -> dict[str, int]:
-    match = re.search(r"ndis-chatbot-local\s+:\s+(.*)", output)
-    assert match, output[-3000:]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+def run(local_stack, playbook: str, extra: Path) -> subprocess.CompletedProcess:
+    return run_playbook(playbook, "-e", f"@{extra}", stack=local_stack, timeout=300)
 
 
 @pytest.fixture()
@@ -93,9 +78,9 @@ def setup(local_stack, boto3_client, tmp_path):
 
 
 def test_backups_then_dump_now_then_restore_test(local_stack, boto3_client, setup):
-    first = run_playbook(local_stack, "playbooks/backups.yml", setup["extra"])
+    first = run(local_stack, "playbooks/backups.yml", setup["extra"])
     assert first.returncode == 0, first.stdout[-5000:]
-    second = run_playbook(local_stack, "playbooks/backups.yml", setup["extra"])
+    second = run(local_stack, "playbooks/backups.yml", setup["extra"])
     assert second.returncode == 0, second.stdout[-5000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-5000:]
 
@@ -126,11 +111,11 @@ def test_backups_then_dump_now_then_restore_test(local_stack, boto3_client, setu
     cron = (runner / "ndis-dbops-dump.cron").read_text()
     assert re.search(r"^0 16 \* \* \* root /bin/sh -c ", cron, re.M)
 
-    dumped = run_playbook(local_stack, "playbooks/backup_now.yml", setup["extra"])
+    dumped = run(local_stack, "playbooks/backup_now.yml", setup["extra"])
     assert dumped.returncode == 0, dumped.stdout[-5000:]
     assert f"DUMP {setup['db']}: s3://{setup['bucket']}/logical/{setup['db']}/" in dumped.stdout
     assert "rows: public.docs=120" in dumped.stdout
-    checked = run_playbook(local_stack, "playbooks/restore_test.yml", setup["extra"])
+    checked = run(local_stack, "playbooks/restore_test.yml", setup["extra"])
     assert checked.returncode == 0, checked.stdout[-5000:]
     assert "RESTORE TEST PASS" in checked.stdout
     # the nearest-neighbour check: held-out recall through the restored HNSW index

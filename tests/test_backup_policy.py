@@ -5,13 +5,12 @@ No AWS or database call: the module only reads a local file.
 import copy
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils.backup_policy import SCHEMA, PolicyError, load_policy
+from playbook_runner import run_playbook
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "configs" / "backup" / "backup.rules.json"
@@ -221,19 +220,15 @@ PLAYBOOK = """
 """
 
 
-def run_playbook(tmp_path, policy_path):
+def run_module(tmp_path, policy_path):
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK)
     result_path = tmp_path / "result.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(ROOT / "collections"), str(tmp_path / "none")]),
-               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", "ansible_python_interpreter=%s" % sys.executable,
-         "-e", "policy_path=%s" % policy_path, "-e", "result_path=%s" % result_path, str(playbook)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    # the collection alone, without the project's ansible.cfg
+    proc = run_playbook(playbook, "-e", f"policy_path={policy_path}", "-e", f"result_path={result_path}",
+                        localhost=True, cwd=tmp_path, timeout=300, env={
+                            "ANSIBLE_CONFIG": None, "ANSIBLE_HOME": tmp_path / "ansible-home",
+                            "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join([str(ROOT / "collections"), str(tmp_path / "none")])})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout, json.loads(result_path.read_text())
 
@@ -242,7 +237,7 @@ def test_module_fails_on_a_bad_policy(tmp_path, good):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(changed(changed(good, "rds", "backup_retention_days", 36),
                                       "logical_dumps", "s3_bucket", "ab")))
-    stdout, result = run_playbook(tmp_path, bad)
+    stdout, result = run_module(tmp_path, bad)
     assert "FAILED!" in stdout
     assert result["failed"] is True and result["changed"] is False
     assert result["msg"] == (
@@ -254,7 +249,7 @@ def test_module_fails_on_a_bad_policy(tmp_path, good):
 
 
 def test_module_returns_the_policy_unchanged(tmp_path):
-    stdout, result = run_playbook(tmp_path, POLICY)
+    stdout, result = run_module(tmp_path, POLICY)
     assert "failed=0" in stdout
     assert not result.get("failed") and result["changed"] is False
     assert result["policy"] == load_policy(str(POLICY))

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
-
-BIN = Path(sys.executable).parent
+from playbook_runner import run_playbook
 
 
 def play(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     playbook = tmp_path / "play.yml"
     playbook.write_text(body)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_"))}
-    env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), str(playbook), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return run_playbook(playbook, localhost=True, timeout=120)
 
 
 @pytest.mark.parametrize("role,required", [

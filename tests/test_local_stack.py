@@ -14,13 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import STACK_DIR, make_dsn, run_stack, stack_args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import STACK_DIR, free_port, make_dsn, run_stack, stack_args
 
 
 def status_json(*args: str) -> tuple[int, dict]:

@@ -9,16 +9,15 @@ embedded PostgreSQL, as the schema owner role.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from migrate_helpers import connect, dsn_params, query
+from playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "prisma_app"
@@ -76,11 +75,7 @@ def _play(tmp_path, db, project, tasks):
 
 
 def _ansible(pb, *extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"))
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(pb), "-i", "localhost,", "-c", "local",
-           "-e", f"ansible_python_interpreter={sys.executable}", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    proc = run_playbook(pb, *extra, localhost=True, env={"ANSIBLE_ROLES_PATH": REPO / "roles"}, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -4,18 +4,13 @@ PostgreSQL: roles, membership, database, app user password, privileges both ways
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils import pg_access
-
-REPO = Path(__file__).resolve().parent.parent
+from playbook_runner import run_playbook
 
 
 def sql(dsn, *statements, fetch=False):
@@ -201,10 +196,7 @@ def test_module_four_steps_through_ansible(env, local_stack, tmp_path):
     }]
     pb = tmp_path / "play.yml"
     pb.write_text(json.dumps(play))
-    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           str(pb), "-vvv", "--diff"], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=180)
+    proc = run_playbook(pb, "-vvv", "--diff", localhost=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for secret in (conn["password"], spec["app_password"]):
         assert secret not in proc.stdout + proc.stderr

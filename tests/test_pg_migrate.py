@@ -6,9 +6,6 @@ Fixtures ``local_stack``, ``pg_admin_dsn`` and ``scratch_db`` come from tests/co
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,9 +26,7 @@ from migrate_helpers import (
     table_exists,
     write_files,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-COLLECTIONS = REPO / "collections"
+from playbook_runner import run_playbook
 
 
 @pytest.fixture
@@ -477,20 +472,8 @@ def _playbook(tmp_path: Path, args: dict) -> Path:
 
 def _ansible(pb: Path, tmp_path: Path, *extra: str, expect_rc: int = 0):
     out = tmp_path / "result.json"
-    env = dict(os.environ)
-    env["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
-        [str(COLLECTIONS)] + [p for p in env.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p]
-    )
-    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    cmd = [
-        str(Path(sys.executable).parent / "ansible-playbook"), str(pb),
-        "-i", "localhost,", "-c", "local",
-        "-e", f"ansible_python_interpreter={sys.executable}",
-        "-e", f"out={out}",
-        *extra,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_playbook(pb, "-e", f"out={out}", *extra, localhost=True,
+                        env={"ANSIBLE_LOCAL_TEMP": tmp_path / "ansible-tmp"}, timeout=300)
     assert proc.returncode == expect_rc, proc.stdout + proc.stderr
     return json.loads(out.read_text()) if expect_rc == 0 else proc.stdout + proc.stderr
 

@@ -7,11 +7,7 @@ Small vector(16) tables keep it fast; the 1536-dim numbers are in bench/bench_ve
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -19,22 +15,11 @@ import pytest
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 from ansible_collections.ndis.dbops.plugins.module_utils.vector_index import VectorIndexError
+from conftest import execute
+from playbook_runner import run_playbook
 
-REPO = Path(__file__).resolve().parent.parent
 DIMS = 16
 DECL = {"table": "items", "column": "v", "metric": "cosine"}
-
-
-def execute(dsn, *statements, params=None):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for s in statements:
-                cur.execute(s, params)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 def clustered(n, clusters=20, seed=7, spread=0.15):
@@ -252,9 +237,6 @@ def test_modules_four_steps_through_ansible(db, local_stack, tmp_path):
     }]
     pb = tmp_path / "play.yml"
     pb.write_text(json.dumps(play))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections") + os.pathsep + os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(pb), "-v"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    proc = run_playbook(pb, "-v", localhost=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert local_stack["admin_password"] not in proc.stdout

@@ -19,21 +19,10 @@ from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
+from conftest import execute
 from dbops import dump
 
 K = 10
-
-
-def execute(dsn, *statements, params=None):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for s in statements:
-                cur.execute(s, params)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 class Mixture:

@@ -20,31 +20,19 @@ import contextlib
 import datetime
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pytest
 import yaml
-from test_site import recap, snapshot
+from test_site import snapshot
 
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_catalogue as rc
 from conftest import REPO_ROOT, make_dsn
+from playbook_runner import recap, run_playbook
 
-BIN = Path(sys.executable).parent
 RUNNING = f"preflight-running-{uuid.uuid4().hex[:6]}"  # an existing instance on 16.10
 FRESH = f"preflight-fresh-{uuid.uuid4().hex[:6]}"  # not created: its master user name is checked
-
-
-def ansible(local_stack, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_", "MOLECULE_"))}
-    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), NDIS_LOCAL_STACK_DIR=local_stack["dir"],
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run([str(BIN / "ansible-playbook"), *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +46,16 @@ def running_instance(boto3_client):
 # --- The environment guard ------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode,limit,message", [
-    ("check", [], "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod), "
+    ("check", None, "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod), "
                   "staging (ndis-chatbot-staging), with no -l."),
-    ("real", [], "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod), "
+    ("real", None, "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod), "
                  "staging (ndis-chatbot-staging), with no -l."),
-    ("real", ["-l", "local,prod"], "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod)."),
+    ("real", "local,prod", "This run reaches local (ndis-chatbot-local), prod (ndis-chatbot-prod)."),
 ])
 def test_run_that_names_no_environment_is_refused_first(local_stack, boto3_client, mode, limit, message):
     before = snapshot(local_stack, boto3_client)
-    proc = ansible(local_stack, "site.yml", *limit, *(["--check", "--diff"] if mode == "check" else []))
+    proc = run_playbook("site.yml", *(["--check", "--diff"] if mode == "check" else []), stack=local_stack,
+                        limit=limit)
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
     assert "Nothing was changed." in proc.stdout
@@ -239,8 +228,8 @@ def test_site_refuses_bad_values_before_any_change(local_stack, boto3_client, tm
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps({"rds_instance_identifier": identifier, **values}))
     before = snapshot(local_stack, boto3_client)
-    proc = ansible(local_stack, "site.yml", "-l", "local", "-e", f"@{extra}",
-                   *(["--check", "--diff"] if mode == "check" else []))
+    proc = run_playbook("site.yml", "-e", f"@{extra}", *(["--check", "--diff"] if mode == "check" else []),
+                        stack=local_stack)
     assert proc.returncode != 0
     output = proc.stdout.replace("\\n", "\n")
     for text in expected:

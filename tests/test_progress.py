@@ -6,17 +6,13 @@ The restore test's lines are checked where it runs (tests/test_backup_playbooks.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg2
 
 from ansible_collections.ndis.dbops.plugins.module_utils import progress
-from conftest import REPO_ROOT
+from playbook_runner import run_playbook
 
 ROWS, DIMS = 6000, 64
 
@@ -66,10 +62,7 @@ def test_index_build_prints_progress_at_default_verbosity(scratch_db, local_stac
     ]}]
     pb = tmp_path / "play.yml"
     pb.write_text(json.dumps(play))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(pb)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_playbook(pb, localhost=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
     lines = re.findall(r"^  test \| (index items_v_hnsw_l2: .*)$", proc.stdout, re.M)
     assert lines, proc.stdout[-3000:]

@@ -8,15 +8,11 @@ runs the module against moto for the parts moto can show.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_changes as rc
-from conftest import REPO_ROOT
+from playbook_runner import run_playbook
 
 INSTANCE = {
     "DBInstanceIdentifier": "db",
@@ -224,12 +220,7 @@ def test_rds_change_plan_module_against_moto(local_stack, boto3_client, tmp_path
       changed_when: false
 """)
     out = tmp_path / "out.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_"))}
-    env.update(local_stack_env(local_stack), ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"out={out}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    proc = run_playbook(playbook, "-e", f"out={out}", stack=local_stack, localhost=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = json.loads(out.read_text())
     plan = {c["setting"]: c for c in result["plan"]["changes"]}
@@ -239,12 +230,6 @@ def test_rds_change_plan_module_against_moto(local_stack, boto3_client, tmp_path
     assert plan["parameter rds.force_ssl"]["when"] == "immediate"
     assert result["plan"]["changed"] is False and result["plan"]["exists"] is True
     assert result["missing"]["exists"] is False and result["missing"]["changes"] == []
-
-
-def local_stack_env(stack):
-    aws = stack["aws"]
-    return {"AWS_ENDPOINT_URL": aws["endpoint_url"], "AWS_REGION": aws["region"],
-            "AWS_ACCESS_KEY_ID": aws["access_key_id"], "AWS_SECRET_ACCESS_KEY": aws["secret_access_key"]}
 
 
 # --- connection settings: the CA, IAM authentication, who keeps the master password --------

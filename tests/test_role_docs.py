@@ -89,3 +89,71 @@ def test_readme_types_and_defaults_match_argument_specs(role):
         elif yaml.safe_load(default_col[1:-1]) != spec.get("default"):
             problems.append(f"{name}: README default {default_col}, argument_specs {spec.get('default')!r}")
     assert not problems, "\n".join(problems)
+
+
+# --- facts the roles publish --------------------------------------------------------------------
+REPO_ROOT = ROLES_DIR.parent
+FACTS_TABLE = REPO_ROOT / "group_vars" / "all.yml"
+
+
+def tasks_of(tasks):
+    """Every task of a task file, blocks opened (block, rescue, always)."""
+    for task in tasks or []:
+        if isinstance(task, dict):
+            for part in ("block", "rescue", "always"):
+                yield from tasks_of(task.get(part))
+            yield task
+
+
+def published_facts(role: str) -> set[str]:
+    """What the role sets for others: set_fact keys and registered names without a leading underscore."""
+    facts = set()
+    for path in sorted((ROLES_DIR / role / "tasks").glob("*.yml")):
+        for task in tasks_of(yaml.safe_load(path.read_text())):
+            for key in ("ansible.builtin.set_fact", "set_fact"):
+                if isinstance(task.get(key), dict):
+                    facts |= {name for name in task[key] if name != "cacheable" and not name.startswith("_")}
+            if isinstance(task.get("register"), str) and not task["register"].startswith("_"):
+                facts.add(task["register"])
+    return facts
+
+
+def facts_table() -> dict[str, str]:
+    """fact -> role, from the table at the top of group_vars/all.yml (`#   name  what  (role role...)`)."""
+    return dict(re.findall(r"^#   (\w+) .*\((\w+) role\b", FACTS_TABLE.read_text(), flags=re.M))
+
+
+def test_facts_table_lists_every_published_fact_and_its_role():
+    published = {fact: role for role in ROLES for fact in published_facts(role)}
+    assert facts_table() == published
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_and_argument_specs_name_every_fact_the_role_sets(role):
+    readme = (ROLES_DIR / role / "README.md").read_text()
+    specs = (ROLES_DIR / role / "meta" / "argument_specs.yml").read_text()
+    facts = published_facts(role)
+    assert facts - set(re.findall(r"`(\w+)`", readme)) == set(), "not in README.md"
+    assert facts - set(re.findall(r"(?<![\w.])(\w+)", specs)) == set(), "not in meta/argument_specs.yml"
+
+
+def inventory_names() -> set[str]:
+    names = set()
+    for path in [*(REPO_ROOT / "group_vars").glob("*.yml"), *(REPO_ROOT / "inventories").rglob("*.yml")]:
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict):
+            names |= set(data)
+    return names
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_playbooks_read_only_inputs_and_published_facts_of_a_role(role):
+    """A role's internals (`__role_*`) stay inside it; every other `role_*` name a playbook reads
+    is one of its inputs, an inventory variable or a fact the role publishes."""
+    known = set(spec_options(role)) | default_keys(role) | inventory_names() | published_facts(role)
+    problems = []
+    for path in sorted((REPO_ROOT / "playbooks").glob("*.yml")):
+        for name in sorted(set(re.findall(rf"(?<![\w.])(_*{role}_\w+)", path.read_text()))):
+            if name.startswith("_") or name not in known:
+                problems.append(f"playbooks/{path.name} reads {name}")
+    assert not problems, "\n".join(problems)

@@ -1,9 +1,11 @@
-"""The site playbook end to end against the pytest local stack.
+"""The site playbook end to end, on a stack of this module's own (conftest.own_stack).
 
-Order matters inside this module (one stack, state carried from test to test):
-bad inputs fail before any change -> check mode on a fresh stack changes nothing ->
-converge -> a second run changes nothing -> check mode after converge reports nothing
--> the verify playbook passes and reads what the runbook's Verify section asks for.
+One recording (the module fixture ``site_runs``) runs site.yml four times on the fresh stack:
+check mode, converge, the same again, check mode again, and keeps each run's output, recap,
+exit code and, around the check-mode runs, a snapshot of everything the site manages. The
+tests assert on that recording; the others (verify, drift, health, secrets in -vvv output)
+start from the converged stack and leave it converged. Each test runs alone (`pytest -k`).
+Bad input is refused before any change, wherever in that sequence it is tried.
 """
 
 from __future__ import annotations
@@ -12,52 +14,28 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import psycopg2
 import pytest
 
-from conftest import REPO_ROOT, make_dsn
-
-BIN = Path(sys.executable).parent
-
-
-def run_playbook(local_stack, *args: str, playbook: str = "site.yml", timeout: int = 600):
-    env = dict(os.environ)
-    for key in list(env):
-        if key.startswith(("ANSIBLE_", "AWS_", "MOLECULE_")):
-            del env[key]
-    env.update(
-        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
-        NDIS_LOCAL_STACK_DIR=local_stack["dir"],
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
-    )
-    proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), playbook, "-l", "local", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-    return proc
+from conftest import REPO_ROOT, boto3_factory, make_dsn, own_stack
+from playbook_runner import BIN, changed_tasks, recap, run_playbook
 
 
-def recap(output: str) -> dict[str, int]:
-    match = re.search(r"ndis-chatbot-local\s+:\s+(.*)", output)
-    assert match, f"no PLAY RECAP in output:\n{output[-3000:]}"
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+@pytest.fixture(scope="module")
+def local_stack():
+    """This module's own stack (NDIS_TEST_SITE_*), in place of the session's: fresh when the
+    recording starts, whichever modules ran before."""
+    with own_stack("site") as stack:
+        yield stack
 
 
-def changed_tasks(output: str) -> list[str]:
-    """`role : task` names of the tasks that reported a change, in order, once each."""
-    names, current = [], None
-    for line in output.splitlines():
-        if line.startswith("TASK ["):
-            current = line[6:].split("]")[0]
-        elif line.startswith("changed:") and current and current not in names:
-            names.append(current)
-    return names
+@pytest.fixture(scope="module")
+def boto3_client(local_stack):
+    return boto3_factory(local_stack)
 
 
 # Check-mode stand-ins: where a dry run cannot inspect what does not exist yet (a database
@@ -188,9 +166,53 @@ def secrets_of(local_stack, boto3_client) -> list[str]:
     return values
 
 
+@dataclass
+class Run:
+    """One recorded ansible-playbook run; ``before``/``after``: snapshots around a check-mode run."""
+
+    rc: int
+    stdout: str
+    before: dict | None = None
+    after: dict | None = None
+    recap: dict = field(init=False)
+
+    def __post_init__(self):
+        self.recap = recap(self.stdout) if re.search(r"^PLAY RECAP", self.stdout, re.M) else {}
+
+
+RECORDED = (("fresh check", ("--check", "--diff")), ("converge", ()), ("repeat", ()), ("check", ("--check", "--diff")))
+
+
+@pytest.fixture(scope="module")
+def site_runs(local_stack, boto3_client) -> dict[str, Run]:
+    """site.yml on the fresh stack: check mode, converge, repeat, check mode; stops at a failed run."""
+    runs: dict[str, Run] = {}
+    for name, args in RECORDED:
+        check = "--check" in args
+        before = snapshot(local_stack, boto3_client) if check else None
+        proc = run_playbook("site.yml", *args, stack=local_stack)
+        runs[name] = Run(proc.returncode, proc.stdout, before, snapshot(local_stack, boto3_client) if check else None)
+        if proc.returncode != 0:
+            break
+    return runs
+
+
+def recorded(site_runs: dict[str, Run], name: str) -> Run:
+    if name not in site_runs:
+        pytest.fail(f"the recording stopped before the {name!r} run: an earlier run failed (its test says why)")
+    return site_runs[name]
+
+
+@pytest.fixture(scope="module")
+def converged(site_runs, local_stack) -> dict:
+    """The stack once the recording converged it."""
+    assert recorded(site_runs, "converge").rc == 0, "the site did not converge"
+    return local_stack
+
+
 def test_missing_backup_policy_fails_before_any_change(local_stack, boto3_client):
     before = snapshot(local_stack, boto3_client)
-    proc = run_playbook(local_stack, "-e", "backup_policy_file=/nonexistent/backup.rules.json")
+    proc = run_playbook("site.yml", "-e", "backup_policy_file=/nonexistent/backup.rules.json", stack=local_stack)
     assert proc.returncode != 0
     assert "/nonexistent/backup.rules.json does not exist" in proc.stdout
     assert recap(proc.stdout)["changed"] == 0
@@ -198,47 +220,47 @@ def test_missing_backup_policy_fails_before_any_change(local_stack, boto3_client
 
 
 def test_string_boolean_is_rejected(local_stack):
-    proc = run_playbook(local_stack, "-e", '{"rds_instance_multi_az": "false"}', "--tags", "never")
+    proc = run_playbook("site.yml", "-e", '{"rds_instance_multi_az": "false"}', "--tags", "never", stack=local_stack)
     assert proc.returncode != 0
     assert "rds_instance_multi_az is false (str): write true or false without quotes" in proc.stdout
 
 
-RUNS: dict[str, str] = {}
+def test_check_mode_on_fresh_stack_passes_and_changes_nothing(site_runs):
+    run = recorded(site_runs, "fresh check")
+    assert "ndis_chatbot" not in [d[0] for d in run.before["catalog"]["databases"]], "the stack was not fresh"
+    assert run.rc == 0, run.stdout[-4000:]
+    assert run.recap["changed"] > 0, "check mode on a fresh stack must predict changes"
+    assert run.after == run.before
 
 
-def test_check_mode_on_fresh_stack_passes_and_changes_nothing(local_stack, boto3_client):
-    before = snapshot(local_stack, boto3_client)
-    assert "ndis_chatbot" not in [d[0] for d in before["catalog"]["databases"]]
-    proc = run_playbook(local_stack, "--check", "--diff")
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert recap(proc.stdout)["changed"] > 0, "check mode on a fresh stack must predict changes"
-    assert snapshot(local_stack, boto3_client) == before
-    RUNS["fresh check"] = proc.stdout
+def test_converge_changes_and_verifies(site_runs):
+    run = recorded(site_runs, "converge")
+    assert run.rc == 0, run.stdout[-6000:]
+    assert run.recap["changed"] > 0
+    assert "VERIFY ndis-chatbot-local: 12/12 passed" in run.stdout
 
 
-def test_converge_then_second_run_changes_nothing(local_stack):
-    first = run_playbook(local_stack)
-    assert first.returncode == 0, first.stdout[-6000:]
-    assert recap(first.stdout)["changed"] > 0
-    assert "VERIFY ndis-chatbot-local: 12/12 passed" in first.stdout
-    if "fresh check" in RUNS:  # the dry run on the fresh stack predicted exactly this run
-        assert prediction_gap(RUNS["fresh check"], first.stdout) == {
-            "predicted, not changed": [], "changed, not predicted": []}
-    second = run_playbook(local_stack)
-    assert second.returncode == 0, second.stdout[-6000:]
-    assert recap(second.stdout)["changed"] == 0, changed_tasks(second.stdout)
+def test_check_mode_on_fresh_stack_predicts_the_converge_exactly(site_runs):
+    gap = prediction_gap(recorded(site_runs, "fresh check").stdout, recorded(site_runs, "converge").stdout)
+    assert gap == {"predicted, not changed": [], "changed, not predicted": []}, gap
 
 
-def test_check_mode_after_converge_reports_nothing(local_stack, boto3_client):
-    before = snapshot(local_stack, boto3_client)
-    proc = run_playbook(local_stack, "--check", "--diff")
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert recap(proc.stdout)["changed"] == 0, changed_tasks(proc.stdout)
-    assert snapshot(local_stack, boto3_client) == before
+def test_second_run_changes_nothing(site_runs):
+    run = recorded(site_runs, "repeat")
+    assert run.rc == 0, run.stdout[-6000:]
+    assert run.recap["changed"] == 0, changed_tasks(run.stdout)
 
 
+def test_check_mode_after_converge_reports_nothing(site_runs):
+    run = recorded(site_runs, "check")
+    assert run.rc == 0, run.stdout[-4000:]
+    assert run.recap["changed"] == 0, changed_tasks(run.stdout)
+    assert run.after == run.before
+
+
+@pytest.mark.usefixtures("converged")
 def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client):
-    proc = run_playbook(local_stack, playbook="playbooks/verify.yml")
+    proc = run_playbook("playbooks/verify.yml", stack=local_stack)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert recap(proc.stdout)["changed"] == 0
     for check in ("RDS instance available", "Backup retention >= 7 days", "Backup window 15:30-16:00 UTC",
@@ -280,6 +302,7 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     assert "/ndis-chatbot/local/rds/master_password" not in names
 
 
+@pytest.mark.usefixtures("converged")
 def test_app_user_is_least_privilege(local_stack, boto3_client):
     url = boto3_client("ssm").get_parameter(
         Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]["Value"]
@@ -308,18 +331,20 @@ def test_app_user_is_least_privilege(local_stack, boto3_client):
     conn.close()
 
 
+@pytest.mark.usefixtures("converged")
 def test_no_secret_in_output_even_with_vvv(local_stack, boto3_client):
-    proc = run_playbook(local_stack, "-vvv", "--diff")
+    proc = run_playbook("site.yml", "-vvv", "--diff", stack=local_stack)
     assert proc.returncode == 0, proc.stdout[-4000:]
     output = proc.stdout + proc.stderr
     for secret in secrets_of(local_stack, boto3_client):
         assert secret not in output
 
 
+@pytest.mark.usefixtures("converged")
 def test_unreachable_database_fails_fast_with_a_clear_error(local_stack):
     # A closed port on the loopback: the preflight names host, port and what to check.
-    proc = run_playbook(local_stack, "-e", '{"db_admin_login_port": 9, "db_connect_timeout": 3}',
-                        "--tags", "postgres_db", timeout=120)
+    proc = run_playbook("site.yml", "-e", '{"db_admin_login_port": 9, "db_connect_timeout": 3}',
+                        "--tags", "postgres_db", stack=local_stack, timeout=120)
     assert proc.returncode != 0
     assert "Cannot connect to PostgreSQL at 127.0.0.1:9 as dbadmin within 3 s" in proc.stdout
 
@@ -335,6 +360,7 @@ def extra_migration(tmp_path):
     return folder
 
 
+@pytest.mark.usefixtures("converged")
 def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migration):
     """Drift by hand, then: --check --diff changes nothing and names exactly what the real run changes."""
     rds, ssm = boto3_client("rds"), boto3_client("ssm")
@@ -353,15 +379,15 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
         cur.execute("DROP INDEX embeddings_embedding_hnsw_cosine")
     extra = ("-e", f"migrations_dir={extra_migration}")
     try:
-        report = run_playbook(local_stack, "--check", *extra, playbook="playbooks/drift.yml")
+        report = run_playbook("playbooks/drift.yml", "--check", *extra, stack=local_stack)
         assert report.returncode != 0, report.stdout[-3000:]
         assert re.search(r"DRIFT ndis-chatbot-local: \d+ task\(s\) would change", report.stdout)
         assert "migrations : sql | Apply pending migrations" in report.stdout
         before = snapshot(local_stack, boto3_client)
-        check = run_playbook(local_stack, "--check", "--diff", *extra)
+        check = run_playbook("site.yml", "--check", "--diff", *extra, stack=local_stack)
         assert check.returncode == 0, check.stdout[-4000:]
         assert snapshot(local_stack, boto3_client) == before, "check mode changed something"
-        real = run_playbook(local_stack, *extra)
+        real = run_playbook("site.yml", *extra, stack=local_stack)
         assert real.returncode == 0, real.stdout[-6000:]
         gap = prediction_gap(check.stdout, real.stdout)
         assert gap == {"predicted, not changed": [], "changed, not predicted": []}, gap
@@ -371,7 +397,7 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
                      "migrations : sql | Apply pending migrations"):
             assert task in changed_tasks(real.stdout), task
         assert "parameter rds.force_ssl" in check.stdout  # the classification table
-        after = run_playbook(local_stack, "--check", *extra, playbook="playbooks/drift.yml")
+        after = run_playbook("playbooks/drift.yml", "--check", *extra, stack=local_stack)
         assert after.returncode == 0, after.stdout[-3000:]
         assert "DRIFT ndis-chatbot-local: 0 task(s) would change" in after.stdout
         assert recap(after.stdout)["changed"] == 0, changed_tasks(after.stdout)
@@ -382,6 +408,7 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
         conn.close()
 
 
+@pytest.mark.usefixtures("converged")
 def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(local_stack, boto3_client):
     """playbooks/health.yml after a dump and a restore test: all well; then an alarm set to
     ALARM and a session holding a lock another waits on: it fails naming both."""
@@ -396,7 +423,7 @@ def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(loc
         ran = subprocess.run([str(BIN / "dbops-dump"), command, "--policy", policy, "--database", "ndis_chatbot", "--json"],
                              env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
         assert ran.returncode == 0, ran.stderr[-2000:]
-    healthy = run_playbook(local_stack, playbook="playbooks/health.yml")
+    healthy = run_playbook("playbooks/health.yml", stack=local_stack)
     assert healthy.returncode == 0, healthy.stdout[-4000:]
     assert re.search(r"HEALTH ndis-chatbot-local: 0 FAIL, \d+ WARN, \d+ ok", healthy.stdout)
     for name in ("CloudWatch alarms", "RDS instance", "Pending maintenance", "Storage headroom",
@@ -432,7 +459,7 @@ def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(loc
                 break
             time.sleep(0.1)
     try:
-        unwell = run_playbook(local_stack, playbook="playbooks/health.yml")
+        unwell = run_playbook("playbooks/health.yml", stack=local_stack)
     finally:
         holder.rollback()
         blocked.join(30)

@@ -1,7 +1,7 @@
 """TLS, grants, rotation, bad input and the leak test, against the pytest local stack.
 
-Runs after tests/test_site.py (file order) and reuses its converged stack; run alone, the
-first fixture converges the site. Every ansible-playbook run here uses -vvv --diff with HOME,
+The first fixture converges the site on the session stack, unless a module before it did
+(tests/test_site.py has a stack of its own). Every ansible-playbook run here uses -vvv --diff with HOME,
 ANSIBLE_LOCAL_TEMP, ANSIBLE_REMOTE_TEMP and ANSIBLE_LOG_PATH inside one sandbox directory;
 the last test searches all their output and every file they wrote for every password.
 """
@@ -9,10 +9,7 @@ the last test searches all their output and every file they wrote for every pass
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -21,8 +18,8 @@ import psycopg2
 import pytest
 
 from conftest import REPO_ROOT, make_dsn
+from playbook_runner import recap, run_playbook
 
-BIN = Path(sys.executable).parent
 URL_NAME = "/ndis-chatbot/local/DATABASE_URL"
 MASTER_NAME = "/ndis-chatbot/local/rds/master_password"
 PROJECT_KEY = "alias/ndis-chatbot-local-test"
@@ -42,30 +39,15 @@ def sandbox(tmp_path_factory) -> Path:
 
 
 def run(local_stack, sandbox: Path, label: str, *args: str, playbook: str = "site.yml"):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_", "MOLECULE_"))}
-    env.update(
-        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
-        NDIS_LOCAL_STACK_DIR=local_stack["dir"],
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
-        HOME=str(sandbox / "home"),
-        ANSIBLE_HOME=str(sandbox / "home" / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(sandbox / "local_tmp"),
-        ANSIBLE_REMOTE_TEMP=str(sandbox / "remote_tmp"),
-        ANSIBLE_LOG_PATH=str(sandbox / "ansible.log"),
-    )
-    proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), playbook, "-l", "local", "-vvv", "--diff", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
+    proc = run_playbook(playbook, "-vvv", "--diff", *args, stack=local_stack, env={
+        "HOME": sandbox / "home",
+        "ANSIBLE_HOME": sandbox / "home" / ".ansible",
+        "ANSIBLE_LOCAL_TEMP": sandbox / "local_tmp",
+        "ANSIBLE_REMOTE_TEMP": sandbox / "remote_tmp",
+        "ANSIBLE_LOG_PATH": sandbox / "ansible.log",
+    })
     RUNS.append((label, proc.stdout + proc.stderr))
     return proc
-
-
-def recap(output: str) -> dict[str, int]:
-    match = re.search(r"ndis-chatbot-local\s+:\s+(ok=.*)", output)
-    assert match, f"no PLAY RECAP in output:\n{output[-3000:]}"
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
 def stored_url(boto3_client) -> dict:

@@ -8,8 +8,8 @@ machine's). Each must verify the server against the bundle the URL names; a bund
 CA must make each refuse the server. The runbook's sslmode=require is checked for what each
 driver really does with it.
 
-Runs after tests/test_site.py and tests/test_tls_and_secrets.py (file order) and reuses their
-converged stack; run alone, the first fixture converges the site.
+Runs after tests/test_tls_and_secrets.py (file order) and reuses the session stack it
+converged; run alone, the first fixture converges the site.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO_ROOT, STACK_DIR
+from playbook_runner import run_playbook
 
-BIN = Path(sys.executable).parent
 URL_NAME = "/ndis-chatbot/local/DATABASE_URL"
 NODE_SRC = REPO_ROOT / "tests" / "node"
 NODE_DIR = Path(os.environ.get("NDIS_TEST_NODE_DIR", STACK_DIR + "-node"))
@@ -40,10 +39,7 @@ CERT_ERRORS = re.compile(r"certificate verify failed|self[- ]signed certificate|
 def stored_url(local_stack, boto3_client) -> str:
     ssm = boto3_client("ssm")
     if URL_NAME not in [p["Name"] for p in ssm.describe_parameters()["Parameters"]]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "AWS_", "MOLECULE_"))}
-        env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), NDIS_LOCAL_STACK_DIR=local_stack["dir"])
-        proc = subprocess.run([str(BIN / "ansible-playbook"), "site.yml", "-l", "local"], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+        proc = run_playbook("site.yml", stack=local_stack, timeout=900)
         assert proc.returncode == 0, proc.stdout[-4000:]
     return ssm.get_parameter(Name=URL_NAME, WithDecryption=True)["Parameter"]["Value"]
 

@@ -1,0 +1,95 @@
+"""The one way tests run ansible-playbook, and read what it printed.
+
+Every run starts from this process's environment without ANSIBLE_*, AWS_* and MOLECULE_*
+(a developer's or CI's settings must not change what a test sees), then sets the project's
+ansible.cfg and plain output:
+
+- ``run_playbook("site.yml", "--check", stack=local_stack)``: a playbook of the project against
+  an inventory environment (``-l local`` by default); the local inventory finds the stack through
+  NDIS_LOCAL_STACK_DIR.
+- ``run_playbook(path, localhost=True, stack=local_stack)``: a play written by the test, on
+  localhost (``-i localhost, -c local``, this Python); a stack given puts its moto endpoint and
+  keys in AWS_*, as the play has no inventory to read them from.
+
+``env`` adds or overrides variables (``None`` removes one). Output is parsed with ``recap`` and
+``changed_tasks``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "ndis-chatbot-local"  # the local inventory's host
+FILTERED = ("ANSIBLE_", "AWS_", "MOLECULE_")
+
+
+def stack_aws_env(stack: dict) -> dict[str, str]:
+    """AWS_* pointing boto3 (and the amazon.aws modules) at the stack's moto."""
+    aws = stack["aws"]
+    return {
+        "AWS_ENDPOINT_URL": aws["endpoint_url"],
+        "AWS_URL": aws["endpoint_url"],  # amazon.aws modules' endpoint_url fallback
+        "AWS_REGION": aws["region"],
+        "AWS_DEFAULT_REGION": aws["region"],
+        "AWS_ACCESS_KEY_ID": aws["access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": aws["secret_access_key"],
+    }
+
+
+def ansible_env(stack: dict | None = None, local: bool = False, env: dict | None = None) -> dict[str, str]:
+    """The environment of one ansible-playbook run (see the module docstring)."""
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith(FILTERED)}
+    run_env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    if stack is not None:
+        run_env["NDIS_LOCAL_STACK_DIR"] = stack["dir"]
+        if local:
+            run_env.update(stack_aws_env(stack))
+    for key, value in (env or {}).items():
+        if value is None:
+            run_env.pop(key, None)
+        else:
+            run_env[key] = str(value)
+    return run_env
+
+
+def run_playbook(playbook: str | Path, *args: str, stack: dict | None = None, limit: str | None = "local",
+                 localhost: bool = False, env: dict | None = None, cwd: Path = REPO_ROOT,
+                 timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``ansible-playbook PLAYBOOK ARGS`` and return the completed process (output as text).
+
+    limit: the inventory environments to run against (``-l``; None: no ``-l``).
+    localhost: run the play on localhost instead of the inventory (limit is then ignored).
+    """
+    if localhost:
+        target = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+    else:
+        target = ["-l", limit] if limit else []
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), str(playbook), *target, *args],
+        cwd=cwd, env=ansible_env(stack, local=localhost, env=env), capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def recap(output: str, host: str = HOST) -> dict[str, int]:
+    """The PLAY RECAP counters of HOST: {"ok": .., "changed": .., "failed": .., ...}."""
+    match = re.search(rf"^{re.escape(host)}\s+:\s+(ok=.*)", output, re.M)
+    assert match, f"no PLAY RECAP for {host} in output:\n{output[-3000:]}"
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def changed_tasks(output: str) -> list[str]:
+    """`role : task` names of the tasks that reported a change, in order, once each."""
+    names, current = [], None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            current = line[6:].split("]")[0]
+        elif line.startswith("changed:") and current and current not in names:
+            names.append(current)
+    return names
