@@ -8,9 +8,9 @@
 Tuning: for each declared index, held-out queries are measured at increasing
 ``hnsw.ef_search`` (``ivfflat.probes``) and the smallest value whose 95% lower confidence bound
 reaches the target is stored (``ALTER DATABASE ... SET`` or ``ALTER ROLE ... IN DATABASE ...
-SET``).  The sample starts at ``sample_size`` queries and doubles, up to ``max_sample_size``,
-while the decision is unclear: a smaller value's interval still straddles the target, or no
-value's bound reaches it yet while one's estimate does.
+SET``).  The sample starts at ``sample_size`` queries and grows, up to ``max_sample_size``, only
+for a value worth certifying (``choose``: a sequential test with an indifference zone of
+``INDIFFERENCE`` above the target).
 
 The measurement's state is kept in the database, in the index's COMMENT
 (``ndis.dbops.pgvector {"recall": {...}}``): the value, estimate, bounds, queries, rows, the
