@@ -32,7 +32,8 @@ Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack)
 a scratch database, dropped afterwards. Targets are printed, never enforced.
 
 Usage: python bench/bench_vector.py [--rows 20000] [--queries 200] [--quick] [--dataset NAME]
-                                    [--no-scaling] [--scaling-only] [--site] [--site-rows 30000]
+                                    [--no-scaling] [--scaling-only] [--baseline REV] [--site] [--site-rows 30000]
+       (--baseline REV: the scaling table also runs git REV's tuner on each index, just before the current one)
        (--quick = 4000 rows, 100 queries, no scaling run; --scaling-only = only tuning time vs rows)
 """
 
@@ -256,13 +257,36 @@ def run_dataset(info: dict, kind: str, rows: int, nq: int) -> dict:
     return out
 
 
-def tuning_scaling(info: dict, rows: int, dims: int) -> dict:
+def baseline_tuner(rev: str):
+    """vector_tune / vector_recall as they were at git ``rev``, loaded side by side with the current ones."""
+    mods = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-vec-"))
+    for name in ("vector_recall", "vector_tune"):
+        src = subprocess.run(["git", "show", f"{rev}:collections/ansible_collections/ndis/dbops/plugins/module_utils/{name}.py"],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+        path = tmp / f"{name}_baseline.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"{name}_baseline", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mods.append(mod)
+    mods[1].vr = mods[0]
+    return mods[1]
+
+
+def tuning_scaling(info: dict, rows: int, dims: int, baseline=None) -> dict:
     name, dsn, admin = scratch(info, "bench_vec_scale")
     try:
         model = Model("small_clusters", rows, dims, seed=21)
         load_table(dsn, model.draw(rows, seed=3))
         decl = {"table": "items", "column": "v", "metric": "cosine", "method": "auto"}
         build_s = build(dsn, decl)
+        base = None
+        if baseline is not None:  # on the same index, just before the current tuner (check mode: nothing stored)
+            t0 = time.perf_counter()
+            b = baseline.tune({"dsn": dsn}, [decl], recall_target=TARGET, k=K, scope="database", check_mode=True)["indexes"][0]
+            base = {"tune_s": time.perf_counter() - t0, "ef": b["value"], "est": b["recall"], "lower": b["lower"],
+                    "queries": b["queries"], "truth_s": b["truth_seconds"], "rounds": b["rounds"], "load": os.getloadavg()[0]}
         t0 = time.perf_counter()
         tuned = vt.tune({"dsn": dsn}, [decl], recall_target=TARGET, k=K, scope="database")
         tune_s = time.perf_counter() - t0
@@ -272,7 +296,7 @@ def tuning_scaling(info: dict, rows: int, dims: int) -> dict:
         e = tuned["indexes"][0]
         return {"rows": rows, "dims": dims, "build_s": build_s, "tune_s": tune_s, "noop_s": noop_s, "ef": e["value"],
                 "est": e["recall"], "lower": e["lower"], "queries": e["queries"], "truth_s": e["truth_seconds"],
-                "kept": again["indexes"][0]["status"]}
+                "rounds": e["rounds"], "kept": again["indexes"][0]["status"], "load": os.getloadavg()[0], "baseline": base}
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
@@ -422,6 +446,7 @@ def main() -> int:
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--scaling-only", action="store_true", help="only the tuning-time-vs-rows table (20k and 100k x 768)")
     ap.add_argument("--no-filtered", action="store_true")
+    ap.add_argument("--baseline", metavar="REV", help="also run the tuner of git REV on each scaling index, just before the current one")
     ap.add_argument("--filter-share", type=float, default=0.1)
     ap.add_argument("--filter-dims", type=int, default=128,
                     help="dims of the filtered table (at 1536 the planner scans a 20k table for a 10%% filter: all exact)")
@@ -434,7 +459,7 @@ def main() -> int:
         args.no_datasets, args.no_filtered, args.no_scaling, args.site = True, True, False, False
     info = connection_info()
     print(f"pgvector tuner bench: {args.rows} rows x 1536 dims, {args.queries} fresh queries, recall@{K}, cosine, "
-          f"target {TARGET}; stack {info['source']}", flush=True)
+          f"target {TARGET}; stack {info['source']}; load average %.1f %.1f %.1f" % os.getloadavg(), flush=True)
     if not args.no_datasets:
         datasets(info, args)
     if not args.no_filtered:
@@ -445,14 +470,23 @@ def main() -> int:
             print(f"{f['mode']:<15} {f['ef']:>4} {f['recall']:>7.3f} {f['lower']:>6.3f} {f['full_k_share']:>10.0%} "
                   f"{f['median_ms']:>9.2f} {str(f['index_used']):>10}", flush=True)
     if not args.no_scaling:
-        print(f"\n{'tuning vs rows':<15} {'dims':>5} {'build s':>8} {'tune s':>7} {'truth s':>7} {'ef':>4} {'est':>6} "
-              f"{'lower':>6} {'n':>4} {'re-run s':>8}", flush=True)
+        baseline = baseline_tuner(args.baseline) if args.baseline else None
+        print(f"\n{'tuning vs rows':<15} {'dims':>5} {'tuner':>8} {'load':>5} {'build s':>8} {'tune s':>7} {'truth s':>7} "
+              f"{'ef':>4} {'est':>6} {'lower':>6} {'n':>4} {'rounds':>6} {'re-run s':>8}", flush=True)
         scale = []
         for rows in (20000, 100000):
-            s = tuning_scaling(info, rows, 768)
+            s = tuning_scaling(info, rows, 768, baseline)
             scale.append(s)
-            print(f"{rows:<15} {s['dims']:>5} {s['build_s']:>8.1f} {s['tune_s']:>7.1f} {s['truth_s']:>7.2f} {s['ef']:>4} "
-                  f"{s['est']:>6.3f} {s['lower']:>6.3f} {s['queries']:>4} {s['noop_s']:>8.2f} ({s['kept']})", flush=True)
+            b = s["baseline"]
+            if b:
+                print(f"{rows:<15} {s['dims']:>5} {args.baseline[:8]:>8} {b['load']:>5.1f} {s['build_s']:>8.1f} {b['tune_s']:>7.1f} "
+                      f"{b['truth_s']:>7.2f} {b['ef']:>4} {b['est']:>6.3f} {b['lower']:>6.3f} {b['queries']:>4} {b['rounds']:>6}",
+                      flush=True)
+            print(f"{rows:<15} {s['dims']:>5} {'current':>8} {s['load']:>5.1f} {s['build_s']:>8.1f} {s['tune_s']:>7.1f} "
+                  f"{s['truth_s']:>7.2f} {s['ef']:>4} {s['est']:>6.3f} {s['lower']:>6.3f} {s['queries']:>4} {s['rounds']:>6} "
+                  f"{s['noop_s']:>8.2f} ({s['kept']})", flush=True)
+            if b:
+                print(f"{'':<15} current / {args.baseline[:8]}: {s['tune_s'] / b['tune_s']:.2f}x the tuning time", flush=True)
         per_row = [s["tune_s"] / s["rows"] for s in scale]
         print("targets: tuning <= 60 s at 100k rows: %s; no worse than linear in rows: %s (%.1fx the time for 5x the rows)"
               % (met(scale[-1]["tune_s"] <= 60), met(per_row[-1] <= per_row[0] * 1.1), scale[-1]["tune_s"] / scale[0]["tune_s"]))

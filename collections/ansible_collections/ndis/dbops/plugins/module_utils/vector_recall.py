@@ -156,16 +156,17 @@ def sample_queries(cur, d, rows, n, seed=SEED):
     return keys[order], vecs[order]
 
 
-def _scores(metric, x, q):
-    """Higher is nearer: cosine (normalised dot), inner product (dot), l2 (minus squared distance, |q|^2 dropped)."""
+def _scores(metric, q, x):
+    """(queries x rows) scores, higher is nearer: cosine (normalised dot; ``q`` is normalised already), inner
+    product (dot), l2 (minus squared distance, |q|^2 dropped)."""
     if metric == "cosine":
-        xn = np.linalg.norm(x, axis=1, keepdims=True)
+        xn = np.linalg.norm(x, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            s = (x / xn) @ q.T
+            s = (q @ x.T) / xn[None, :]
     elif metric == "inner_product":
-        s = x @ q.T
+        s = q @ x.T
     else:
-        s = 2.0 * (x @ q.T) - np.einsum("ij,ij->i", x, x)[:, None]
+        s = 2.0 * (q @ x.T) - np.einsum("ij,ij->i", x, x)[None, :]
     s[~np.isfinite(s)] = -np.inf  # zero vectors: pgvector's distance is NaN, sorted last
     return s
 
@@ -173,44 +174,50 @@ def _scores(metric, x, q):
 def exact_topk(cur, d, qkeys, qvecs, k, filter_sql=None, batch_rows=4096):
     """Exact top-k (ctid keys, best first) of each query in one pass over the table, each query's own row excluded.
 
+    Per batch of rows: one matrix product (queries x rows, so each query's scores are contiguous), the batch's own
+    top-k per query (``argpartition`` along the row), merged with the running top-k (k + k candidates per query).
     Returns (list of key lists, stats {rows, seconds, passes: 1}).
     """
     require_numpy()
     t0 = time.perf_counter()
     nq = len(qkeys)
-    q = qvecs.astype(np.float32)
+    q = np.ascontiguousarray(qvecs, dtype=np.float32)
     if d["metric"] == "cosine":
         with np.errstate(invalid="ignore", divide="ignore"):
             q = q / np.linalg.norm(q, axis=1, keepdims=True)
         q[~np.isfinite(q)] = 0.0
-    best_s = np.full((0, nq), -np.inf, dtype=np.float32)
-    best_k = np.zeros((0, nq), dtype=np.int64)
-    state = {"s": best_s, "k": best_k}
+    state = {"s": np.full((nq, 0), -np.inf, dtype=np.float32), "k": np.zeros((nq, 0), dtype=np.int64)}
     order = np.argsort(qkeys)
     sorted_keys = qkeys[order]
+    rows_of = np.arange(nq)[:, None]
 
     def sink(keys, vecs):
-        s = _scores(d["metric"], vecs, q)
+        if not nq:
+            return
+        s = _scores(d["metric"], q, vecs)
         pos = np.searchsorted(sorted_keys, keys)
         pos[pos >= len(sorted_keys)] = 0
-        mine = np.nonzero(sorted_keys[pos] == keys)[0] if nq else []
-        for r in mine:  # a query's own row is never its answer
-            s[r, order[pos[r]]] = -np.inf
-        kk = np.broadcast_to(keys[:, None], s.shape)
-        all_s = np.concatenate([state["s"], s], axis=0)
-        all_k = np.concatenate([state["k"], kk], axis=0)
-        if all_s.shape[0] > k:
-            part = np.argpartition(-all_s, k - 1, axis=0)[:k]
-            all_s = np.take_along_axis(all_s, part, axis=0)
-            all_k = np.take_along_axis(all_k, part, axis=0)
+        mine = np.nonzero(sorted_keys[pos] == keys)[0]
+        s[order[pos[mine]], mine] = -np.inf  # a query's own row is never its answer
+        if s.shape[1] > k:
+            part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            s = s[rows_of, part]
+            kk = keys[part]
+        else:
+            kk = np.broadcast_to(keys[None, :], s.shape)
+        all_s = np.concatenate([state["s"], s], axis=1)
+        all_k = np.concatenate([state["k"], kk], axis=1)
+        if all_s.shape[1] > k:
+            part = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+            all_s, all_k = all_s[rows_of, part], all_k[rows_of, part]
         state["s"], state["k"] = all_s, all_k
 
     rows = copy_vectors(cur, d, sink, where_sql=filter_sql, batch_rows=batch_rows)
     s, kk = state["s"], state["k"]
     out = []
     for j in range(nq):
-        o = np.argsort(-s[:, j], kind="stable")
-        out.append([int(kk[i, j]) for i in o if np.isfinite(s[i, j])])
+        o = np.argsort(-s[j], kind="stable")
+        out.append([int(kk[j, i]) for i in o if np.isfinite(s[j, i])])
     return out, {"rows": rows, "seconds": round(time.perf_counter() - t0, 3), "passes": 1}
 
 
@@ -261,27 +268,28 @@ def _knn_batch_sql(d):
         expr, vi.pgsql.Identifier(d["schema"], d["table"]), expr)
 
 
-def index_answers(cur, d, qkeys, qvecs, k, filter_sql=None, timed=None, batch=BATCH_QUERIES):
+def index_answers(cur, d, qkeys, qvecs, k, filter_sql=None, timed=None, batch=BATCH_QUERIES, literals=None):
     """Each query's answer through the session's current settings: (key lists, distance lists, ms per timed query).
 
     The first ``timed`` queries (all of them when None, and always with a filter, whose plan the planner chooses per
     query) run one statement each, timed; the others run ``batch`` to a statement (``_knn_batch_sql``): the same
-    index search, one round trip per batch.
+    index search, one round trip per batch.  ``literals``: the queries' text forms, when the caller keeps them.
     """
     sql = _knn_sql(d, filter_sql)
     n = len(qkeys)
+    lits = literals if literals is not None else [literal(v) for v in qvecs]
     timed = n if (timed is None or filter_sql) else max(0, min(int(timed), n))
     rows_of, times = {}, []
     for i in range(timed):
         t0 = time.perf_counter()
-        cur.execute(sql, {"q": literal(qvecs[i]), "n": k + 1})
+        cur.execute(sql, {"q": lits[i], "n": k + 1})
         rows_of[i] = cur.fetchall()
         times.append((time.perf_counter() - t0) * 1000.0)
     if timed < n:
         bsql = _knn_batch_sql(d)
         for s in range(timed, n, batch):
             e = min(n, s + batch)
-            cur.execute(bsql, {"qs": [literal(v) for v in qvecs[s:e]], "n": k + 1})
+            cur.execute(bsql, {"qs": lits[s:e], "n": k + 1})
             got = {}
             for i, t, dist in cur.fetchall():
                 got.setdefault(s + int(i) - 1, []).append((t, dist))
@@ -375,52 +383,62 @@ def exact_latency_ms(cur, d, qvecs, k, n=3, filter_sql=None):
 
 
 class Sample(object):
-    """Held-out queries with their exact answers, grown on demand (``grow``), and per-setting recall cached."""
+    """Held-out queries with their exact answers, grown on demand (``grow``), and per-setting recall cached.
 
-    def __init__(self, cur, d, rows, k, start, cap, filter_sql=None, seed=SEED, batch_rows=4096):
+    Exact answers are computed only for queries that have none yet.  The first pass computes them for
+    ``truth_ahead`` times the starting sample (up to the cap): a pass costs mostly its reading of the table (4 s for
+    100,000 x 768 here) and each further query only its share of the matrix products (about 6 ms there), so a first
+    growth within that margin needs no second pass.  A later pass computes them for the new queries only.
+    """
+
+    def __init__(self, cur, d, rows, k, start, cap, filter_sql=None, seed=SEED, batch_rows=4096, truth_ahead=3.0):
         self.cur, self.d, self.k, self.filter_sql, self.seed, self.batch_rows = cur, d, k, filter_sql, seed, batch_rows
+        self.truth_ahead, self.start = truth_ahead, start
         self.keys, self.vecs = sample_queries(cur, d, rows, cap, seed)
         self.cap = len(self.keys)
         self.truth = []
-        self.truth_stats = {"rows": 0, "seconds": 0.0, "passes": 0}
+        self.literals = []
+        self.truth_stats = {"rows": 0, "seconds": 0.0, "passes": 0, "queries": 0}
         self.cache = {}
         self.n = 0
         self.grow(min(start, self.cap))
 
     def grow(self, n):
-        """Use the first ``n`` queries.  The first call computes the exact answers of the starting sample; the first
-        growth beyond it computes those of every remaining query up to the cap: at most two passes over the table."""
+        """Use the first ``n`` queries; exact answers are computed for the queries that have none (one pass)."""
         n = min(n, self.cap)
         if n <= self.n:
             return False
         if n > len(self.truth):
-            upto = n if not self.truth else self.cap
+            upto = min(self.cap, max(n, int(self.start * self.truth_ahead) if not self.truth else n))
             have = len(self.truth)
             t, st = exact_topk(self.cur, self.d, self.keys[have:upto], self.vecs[have:upto], self.k, self.filter_sql,
                                self.batch_rows)
             self.truth.extend(t)
             self.truth_stats = {"rows": st["rows"], "seconds": round(self.truth_stats["seconds"] + st["seconds"], 3),
-                                "passes": self.truth_stats["passes"] + 1}
+                                "passes": self.truth_stats["passes"] + 1, "queries": len(self.truth)}
+        if n > len(self.literals):
+            self.literals.extend(literal(v) for v in self.vecs[len(self.literals):n])
         self.n = n
         return True
 
-    def measure(self, settings, force_index=True, label=None):
-        """Recall of the first ``n`` queries with ``settings`` (GUC: value) set locally: summarise() + per-query lists."""
+    def measure(self, settings, force_index=True, label=None, upto=None):
+        """Recall of the first ``n`` queries (or of the first ``upto``, when fewer) with ``settings`` (GUC: value) set
+        locally: summarise().  Queries measured before with the same settings are not asked again."""
         key = label if label is not None else tuple(sorted((settings or {}).items())) + (force_index,)
         have = self.cache.setdefault(key, {"recalls": [], "full": [], "times": []})
         done = len(have["recalls"])
-        if done < self.n:
+        n = self.n if upto is None else max(0, min(int(upto), self.n))
+        if done < n:
             set_local(self.cur, dict(settings or {}, enable_seqscan="off" if force_index else "on"))
-            ks, vs = self.keys[done:self.n], self.vecs[done:self.n]
+            ks, vs = self.keys[done:n], self.vecs[done:n]
             got, dists, times = index_answers(self.cur, self.d, ks, vs, self.k, self.filter_sql,
-                                              timed=max(0, LATENCY_QUERIES - done))
-            r, f = per_query_recall(self.cur, self.d, ks, vs, self.truth[done:self.n], got, dists, self.k)
+                                              timed=max(0, LATENCY_QUERIES - done), literals=self.literals[done:n])
+            r, f = per_query_recall(self.cur, self.d, ks, vs, self.truth[done:n], got, dists, self.k)
             have["recalls"].extend(r)
             have["full"].extend(f)
             have["times"].extend(times)
             set_local(self.cur, {"enable_seqscan": "on"})
-        out = summarise(have["recalls"][:self.n], have["full"][:self.n], have["times"][:self.n], self.seed)
-        return out
+        return summarise(have["recalls"][:n], have["full"][:n], have["times"][:n], self.seed)
 
 
 def begin_snapshot(cur):

@@ -8,9 +8,9 @@
 Tuning: for each declared index, held-out queries are measured at increasing
 ``hnsw.ef_search`` (``ivfflat.probes``) and the smallest value whose 95% lower confidence bound
 reaches the target is stored (``ALTER DATABASE ... SET`` or ``ALTER ROLE ... IN DATABASE ...
-SET``).  The sample starts at ``sample_size`` queries and doubles, up to ``max_sample_size``,
-while the decision is unclear: a smaller value's interval still straddles the target, or no
-value's bound reaches it yet while one's estimate does.
+SET``).  The sample starts at ``sample_size`` queries and grows, up to ``max_sample_size``, only
+for a value worth certifying (``choose``: a sequential test with an indifference zone of
+``INDIFFERENCE`` above the target).
 
 The measurement's state is kept in the database, in the index's COMMENT
 (``ndis.dbops.pgvector {"recall": {...}}``): the value, estimate, bounds, queries, rows, the
@@ -37,6 +37,9 @@ from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as
 EF_SEARCH_STEPS = (40, 64, 100, 160, 250, 400, 640, 1000)
 ITERATIVE_SCAN = ("off", "strict_order", "relaxed_order")
 FILTERED_QUERIES = 200
+# Recall within this much above the target is the indifference zone: the sample does not grow to certify such a
+# value, the next higher one is stored (see growth()).
+INDIFFERENCE = 0.01
 
 
 # ---------------------------------------------------------------- settings
@@ -191,22 +194,56 @@ def measure_filtered(sample_args, d, settings, k):
     return st
 
 
-def choose(sample, guc, values, target, settings):
-    """Smallest value whose lower bound reaches ``target``, growing the sample while that is unclear.
+def settled_below(st, target, indifference=INDIFFERENCE):
+    """True when ``st`` will not be stored: its upper bound is under the target, or it is not certified and its
+    estimate lies inside the indifference zone (under ``target + indifference``)."""
+    return st["upper"] < target or (st["lower"] < target and st["recall"] < target + indifference)
 
-    Recall grows with ef_search / probes, so each round is a binary search over ``values`` (values already known to
-    be below the target, their upper bound under it, are not searched again).  The decision is unclear when the
-    value just below the chosen one still has an upper bound at or above the target (or, with none chosen, the
-    largest one does): then the sample doubles, up to its cap.  Returns (value or None, {value: stats}, rounds).
+
+def growth(st, target, cap, indifference=INDIFFERENCE):
+    """The sample size at which ``st`` (a value not yet certified) is expected to get its lower bound to ``target``,
+    or None when growing is not worth it.
+
+    A value is worth certifying only when its estimate clears the target by the indifference zone (``st["recall"]
+    >= target + indifference``): closer to the target, certifying it needs more than (1.645 sigma / indifference)^2
+    queries (sigma, the per-query spread, is about 0.1 near recall 0.95: some 270), without bound as the estimate
+    nears the target, so the safe higher value is taken instead.  The bound's half-width shrinks as 1/sqrt(n): the
+    projection is n (half-width / (estimate - target))^2, with a fifth more as margin, at least 1.5 n, at most the cap.
     """
-    floor, rounds = 0, 0
+    n = st["queries"]
+    if st["lower"] >= target or settled_below(st, target, indifference) or n >= cap:
+        return None
+    half = max(st["recall"] - st["lower"], 1e-9)
+    need = n * (half / (st["recall"] - target)) ** 2 * 1.2
+    return int(min(cap, max(need, 1.5 * n)))
+
+
+def choose(sample, guc, values, target, settings, indifference=INDIFFERENCE):
+    """Smallest value whose lower bound reaches ``target``, growing the sample only while that can pay off.
+
+    Recall grows with ef_search / probes, so each round is a binary search over ``values``; values known to be below
+    the target or inside the indifference zone (``settled_below``) are not searched again: no query is spent on a
+    value that would not be stored.  A value new to a later round is first measured on the first round's queries,
+    and on the whole sample only when those do not settle it below.  Then the value just below the chosen one (with
+    none chosen, the largest) decides: the sample grows to the size ``growth`` projects for it when its estimate
+    clears the target by ``indifference``; otherwise the chosen value stands.  This is a sequential test with an
+    indifference zone: a value within ``indifference`` above the target is not worth the queries that certifying it
+    takes, so the next higher one, whose bound reaches the target, is stored.  The sample size, and so the tuning
+    cost per row, is bounded by the indifference zone, not by how close a value's recall falls to the target.
+    Returns (value or None, {value: stats}, rounds).
+    """
+    floor, rounds, first = 0, 0, sample.n
     while True:
         rounds += 1
         stats = {}
 
         def at(i, stats=stats):
             if values[i] not in stats:
-                stats[values[i]] = sample.measure(dict(settings, **{guc: values[i]}))
+                run = dict(settings, **{guc: values[i]})
+                st = sample.measure(run, upto=first)
+                if sample.n > first and not settled_below(st, target, indifference):
+                    st = sample.measure(run)
+                stats[values[i]] = st
             return stats[values[i]]
 
         lo, hi, chosen = floor, len(values) - 1, None
@@ -217,13 +254,12 @@ def choose(sample, guc, values, target, settings):
             else:
                 lo = mid + 1
         probe = (chosen - 1) if chosen is not None else len(values) - 1
-        unclear = probe >= floor and at(probe)["upper"] >= target and (chosen is not None or at(probe)["lower"] < target)
-        for i in range(floor, len(values)):  # clearly below: skipped in later rounds
-            if values[i] in stats and stats[values[i]]["upper"] < target:
+        grow_to = growth(at(probe), target, sample.cap, indifference) if probe >= floor else None
+        for i in range(floor, len(values)):  # settled below: skipped in later rounds
+            if values[i] in stats and settled_below(stats[values[i]], target, indifference):
                 floor = i + 1
-        if not unclear or sample.n >= sample.cap:
+        if grow_to is None or not sample.grow(grow_to):
             return (values[chosen] if chosen is not None else None), stats, rounds
-        sample.grow(sample.n * 2)
 
 
 # ---------------------------------------------------------------- tuning

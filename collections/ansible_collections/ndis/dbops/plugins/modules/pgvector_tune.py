@@ -17,8 +17,9 @@ description:
     exact and approximate answer), computes their exact top-k in one pass over the table (binary COPY, numpy
     matrix products in batches), then measures the index's recall@k at increasing C(hnsw.ef_search)
     (40 to O(max_ef_search)) or C(ivfflat.probes) (1 to O(max_probes)) and keeps the smallest value whose
-    95% lower confidence bound (bootstrap over queries) reaches O(recall_target). The sample doubles, up to
-    O(max_sample_size), while a smaller value's interval still straddles the target.
+    95% lower confidence bound (bootstrap over queries) reaches O(recall_target). The sample grows, up to
+    O(max_sample_size), only while the value below the chosen one is worth certifying (not yet certified, its
+    estimate at least 0.01 above the target, the indifference zone); closer, the higher value is kept.
   - Stores the result with C(ALTER DATABASE ... SET) (O(scope=database)) or C(ALTER ROLE ... IN DATABASE ... SET)
     for O(tuning_role) (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
     method, the largest value wins (the setting is per session, not per index).
