@@ -366,7 +366,13 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
     rds, ssm = boto3_client("rds"), boto3_client("ssm")
     rds.modify_db_instance(DBInstanceIdentifier="ndis-chatbot-local", PreferredBackupWindow="03:00-03:30",
                            ApplyImmediately=True)
-    groups = rds.describe_db_instances(DBInstanceIdentifier="ndis-chatbot-local")["DBInstances"][0]["DBParameterGroups"]
+    described = rds.describe_db_instances(DBInstanceIdentifier="ndis-chatbot-local")["DBInstances"][0]
+    groups = described["DBParameterGroups"]
+    # drift the change plan must see for a step it would otherwise skip: a tag, the subnet group
+    rds.add_tags_to_resource(ResourceName=described["DBInstanceArn"], Tags=[{"Key": "owner", "Value": "by-hand"}])
+    subnet_group = described["DBSubnetGroup"]
+    rds.modify_db_subnet_group(DBSubnetGroupName=subnet_group["DBSubnetGroupName"], DBSubnetGroupDescription="edited by hand",
+                               SubnetIds=[s["SubnetIdentifier"] for s in subnet_group["Subnets"]])
     rds.modify_db_parameter_group(DBParameterGroupName=groups[0]["DBParameterGroupName"], Parameters=[
         {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "immediate"}])
     url = ssm.get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]["Value"]
@@ -393,10 +399,16 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
         assert gap == {"predicted, not changed": [], "changed, not predicted": []}, gap
         for task in ("rds_instance : instance | Ensure the RDS instance",
                      "rds_instance : network | Ensure the parameter group",
+                     "rds_instance : network | Ensure the DB subnet group",
                      "ssm_secret : store | Store DATABASE_URL as a SecureString",
                      "migrations : sql | Apply pending migrations"):
             assert task in changed_tasks(real.stdout), task
         assert "parameter rds.force_ssl" in check.stdout  # the classification table
+        assert "subnet group" in check.stdout and "edited by hand" in check.stdout
+        tags = rds.list_tags_for_resource(ResourceName=described["DBInstanceArn"])["TagList"]
+        assert "owner" not in {t["Key"] for t in tags}, tags
+        assert rds.describe_db_subnet_groups(DBSubnetGroupName=subnet_group["DBSubnetGroupName"])[
+            "DBSubnetGroups"][0]["DBSubnetGroupDescription"] != "edited by hand"
         after = run_playbook("playbooks/drift.yml", "--check", *extra, stack=local_stack)
         assert after.returncode == 0, after.stdout[-3000:]
         assert "DRIFT ndis-chatbot-local: 0 task(s) would change" in after.stdout
