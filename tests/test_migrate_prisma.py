@@ -131,7 +131,10 @@ def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_pat
         find, task = [{k: v for k, v in t.items() if k != "when"} for t in verify[0]["tasks"]
                       if t["name"] in ("Find the Prisma migrations on disk", "List Prisma migrations not yet applied, or failed")]
         p = dsn_params(db)
-        task["community.postgresql.postgresql_query"].update(login_host=p["host"], login_port=int(p["port"]))
+        # verify's play gives the login through module_defaults (db_admin_module_defaults): the same here
+        task["community.postgresql.postgresql_query"].update(
+            login_host=p["host"], login_port=int(p["port"]), login_user="{{ postgres_db_login_user }}",
+            login_password="{{ __verify_admin_password }}", login_db="{{ app_db_name }}")
         vpb, _pw = _play(tmp_path, owned_db, prisma_project, [
             {"block": [{"name": "Migrate", "ansible.builtin.include_role": {"name": "migrations"}}],
              "rescue": [{"ansible.builtin.debug": {"msg": "REFUSED {{ ansible_failed_result.msg }}"}}]},
