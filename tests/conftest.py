@@ -168,3 +168,26 @@ def aws_env(local_stack) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def boto3_client(local_stack):
     return boto3_factory(local_stack)
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory) -> str:
+    """A CA that did not sign the endpoint's certificate: the bundle of somebody else's server."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path_factory.mktemp("other-ca") / "ca.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)

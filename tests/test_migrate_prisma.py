@@ -153,27 +153,7 @@ def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_pat
         assert password not in out
 
 
-def _other_ca(path: Path) -> Path:
-    """A CA certificate that signed nothing the local stack presents."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def test_prisma_deploy_over_tls_checks_the_certificate(prisma_project, owned_db, local_stack, tmp_path):
+def test_prisma_deploy_over_tls_checks_the_certificate(prisma_project, owned_db, local_stack, tmp_path, other_ca):
     """Through the local stack's TLS endpoint (PgBouncer, standing in for the server's own TLS) with
     sslmode verify-full and the local CA bundle: a CA that did not sign the server's certificate is
     refused before anything is applied, the right one deploys. A pooler refuses the role= startup
@@ -195,7 +175,7 @@ def test_prisma_deploy_over_tls_checks_the_certificate(prisma_project, owned_db,
                 "-e", "migrations_role="]
     outputs = []
 
-    rc, out = _ansible(pb, *common, *as_owner, "-e", f"migrations_ssl_rootcert={_other_ca(tmp_path / 'other-ca.crt')}")
+    rc, out = _ansible(pb, *common, *as_owner, "-e", f"migrations_ssl_rootcert={other_ca}")
     outputs.append(out)
     assert rc == 2, out
     assert "prisma migrate deploy failed" in out and "self-signed certificate in certificate chain" in out, out
@@ -222,7 +202,7 @@ def test_prisma_deploy_over_tls_checks_the_certificate(prisma_project, owned_db,
         assert owner_password not in out and admin_password not in out
 
 
-def test_sql_tool_reads_the_same_ca_bundle(owned_db, local_stack, tmp_path):
+def test_sql_tool_reads_the_same_ca_bundle(owned_db, local_stack, tmp_path, other_ca):
     """migrations_ssl_rootcert reaches the sql tool too (libpq's PGSSLROOTCERT): through the TLS
     endpoint with verify-full, a wrong CA is refused before anything runs, the right one applies
     (PgBouncer's session pooling keeps pg_migrate's SET ROLE and advisory lock for the run)."""
@@ -233,7 +213,7 @@ def test_sql_tool_reads_the_same_ca_bundle(owned_db, local_stack, tmp_path):
     pb, password = _play(tmp_path, owned_db, tmp_path, ROLE)
     common = ["-e", "migrations_tool=sql", "-e", f"migrations_dir={mig}", "-e", f"migrations_login_host={tls['host']}",
               "-e", f"migrations_login_port={tls['port']}", "-e", "migrations_ssl_mode=verify-full"]
-    rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={_other_ca(tmp_path / 'other-ca.crt')}")
+    rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={other_ca}")
     assert rc == 2 and "certificate verify failed" in out, out
     assert query(owned_db["dsn"], "SELECT to_regclass('tls_t')") == [(None,)]
     rc, out = _ansible(pb, *common, "-e", f"migrations_ssl_rootcert={tls['ca_file']}")

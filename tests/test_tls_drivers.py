@@ -15,7 +15,6 @@ converged; run alone, the first fixture converges the site.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import re
@@ -152,27 +151,6 @@ def test_stored_url_verifies_the_server_in_every_driver(local_stack, stored_url,
     results = {name: connect(stored_url) for name, connect in drivers(node_pg).items()}
     assert len(results) >= 4
     assert results == {name: ("ok", "app_user", True) for name in results}
-
-
-@pytest.fixture(scope="module")
-def other_ca(tmp_path_factory) -> str:
-    """A CA that did not sign the endpoint's certificate: the bundle of somebody else's server."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
-    path = tmp_path_factory.mktemp("other-ca") / "ca.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
 
 
 def test_a_server_whose_certificate_is_from_another_ca_is_refused(stored_url, node_pg, other_ca):
