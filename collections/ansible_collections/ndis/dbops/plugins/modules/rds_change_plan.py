@@ -58,13 +58,23 @@ options:
     type: dict
   subnet_group:
     description:
-      - The declared DB subnet group (C(name), C(description), C(subnet_ids), C(tags)), compared for
-        RV(in_step.subnet_group); the instance's own C(db_subnet_group_name) is in O(desired).
+      - The declared DB subnet group, compared for RV(in_step.subnet_group); the instance's own
+        C(db_subnet_group_name) is in O(desired).
     type: dict
+    suboptions:
+      name: {description: The group's name., type: str, required: true}
+      description: {description: Its description., type: str}
+      subnet_ids: {description: Its subnets., type: list, elements: str, default: []}
+      tags: {description: Its tags., type: dict, default: {}}
   parameter_group:
     description:
-      - The declared parameter group (C(name), C(family), C(description), C(tags)); its values are O(parameters).
+      - The declared parameter group, compared for RV(in_step.parameter_group); its values are O(parameters).
     type: dict
+    suboptions:
+      name: {description: The group's name., type: str, required: true}
+      family: {description: Its parameter group family (C(postgres16))., type: str}
+      description: {description: Its description., type: str}
+      tags: {description: Its tags., type: dict, default: {}}
   rotation_days:
     description:
       - Declared rotation schedule of an RDS-managed master password's secret, in days; 0 is not compared.
@@ -247,8 +257,12 @@ def main():
             parameter_group_name=dict(type="str"),
             parameters=dict(type="dict", default={}),
             tags=dict(type="dict"),
-            subnet_group=dict(type="dict"),
-            parameter_group=dict(type="dict"),
+            subnet_group=dict(type="dict", options=dict(
+                name=dict(type="str", required=True), description=dict(type="str"),
+                subnet_ids=dict(type="list", elements="str", default=[]), tags=dict(type="dict", default={}))),
+            parameter_group=dict(type="dict", options=dict(
+                name=dict(type="str", required=True), family=dict(type="str"), description=dict(type="str"),
+                tags=dict(type="dict", default={}))),
             rotation_days=dict(type="int", default=0),
         ),
         supports_check_mode=True,
