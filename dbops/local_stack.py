@@ -331,6 +331,16 @@ def pg_initialised(cfg: Config) -> bool:
     return (cfg.pgdata / "PG_VERSION").exists()
 
 
+def shared_buffers_mb() -> int:
+    """What RDS gives prod's instance class (1 GB), or a quarter of this machine's memory when that is less."""
+    try:
+        with open("/proc/meminfo") as fh:
+            total_kb = next(int(line.split()[1]) for line in fh if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        return 128
+    return max(128, min(1024, total_kb // 4096))
+
+
 def write_pg_conf(cfg: Config) -> None:
     conf = cfg.pgdata / "ndis_local.conf"
     conf.write_text(
@@ -341,6 +351,10 @@ def write_pg_conf(cfg: Config) -> None:
         "password_encryption = 'scram-sha-256'\n"
         "logging_collector = off\n"
         "log_line_prefix = '%m [%p] %q%u@%d '\n"
+        "# RDS's default is 25% of the instance's memory: 1 GB on prod's db.t4g.medium (4 GiB). pgvector's\n"
+        "# searches read the index through shared_buffers; initdb's 128MB would make a table that fits\n"
+        "# on RDS spill here.\n"
+        f"shared_buffers = '{shared_buffers_mb()}MB'\n"
     )
     chown_pg(conf)
     main = cfg.pgdata / "postgresql.conf"

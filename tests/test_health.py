@@ -90,3 +90,6 @@ def test_index_use():
     assert h.index_check("i", "t", None, 8 << 20, 4 << 20, 5000)["detail"].startswith("the app's query uses a sequential scan")
     assert h.index_check("i", "t", None, None, 4 << 20, 5000)["status"] == h.FAIL
     assert h.index_check("i", "t", None, 8192, 8192, 10)["status"] == h.INFO
+    assert h.index_check("i", "t", "i", 8 << 20, 4 << 20, 5000, buffers_bytes=128 << 20)["status"] == h.PASS
+    big = h.index_check("i", "t", "i", 391 << 20, 300 << 20, 100000, buffers_bytes=128 << 20)
+    assert big["status"] == h.WARN and "larger than shared_buffers 128" in big["detail"], big

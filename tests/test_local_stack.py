@@ -117,6 +117,21 @@ def test_listens_only_on_localhost(local_stack):
         assert addrs <= loopback, f"port {port} listens on {addrs}"
 
 
+def test_shared_buffers_as_rds_gives_prod(local_stack, scratch_db):
+    """1 GB, RDS's 25% of prod's db.t4g.medium, or a quarter of this machine's memory when that is less."""
+    from dbops import local_stack as ls
+
+    total_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemTotal:"))
+    want = max(128, min(1024, total_kb // 4096))
+    assert ls.shared_buffers_mb() == want
+    conn = psycopg2.connect(scratch_db["dsn"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT setting::bigint * 8 / 1024, source FROM pg_settings WHERE name = 'shared_buffers'")
+        assert cur.fetchone() == (want, "configuration file")
+    conn.close()
+
+
 def test_password_file_private_and_stack_json_clean(local_stack):
     pw_file = Path(local_stack["pg"]["password_file"])
     assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600

@@ -109,7 +109,9 @@ def vacuum_check(row, dead_share=0.2, min_dead=1000):
                  "%d dead of %d rows (%d%%), %s" % (dead, live + dead, round(share * 100), when))
 
 
-def index_check(name, table, used_index, index_bytes, table_bytes, rows, min_rows=1000):
+def index_check(name, table, used_index, index_bytes, table_bytes, rows, min_rows=1000, buffers_bytes=None):
+    """The app's query uses the index; WARN when the index is larger than shared_buffers (``buffers_bytes``): its
+    searches then read pages from outside PostgreSQL's cache and their latency varies with what else runs."""
     size = "index %s, table %s" % (human_bytes(index_bytes), human_bytes(table_bytes))
     if index_bytes is None:
         return check("Vector index on %s" % table, FAIL, "%s does not exist" % name)
@@ -120,7 +122,12 @@ def index_check(name, table, used_index, index_bytes, table_bytes, rows, min_row
         return check("Vector index on %s" % table, FAIL, "the app's query uses %s, not %s; %s"
                      % (used_index or "a sequential scan", name, size))
     ratio = float(index_bytes) / table_bytes if table_bytes else 0.0
-    return check("Vector index on %s" % table, PASS, "%s used by the app's query; %s (%.1fx)" % (name, size, ratio))
+    detail = "%s used by the app's query; %s (%.1fx)" % (name, size, ratio)
+    if buffers_bytes and index_bytes > buffers_bytes:
+        return check("Vector index on %s" % table, WARN, "%s; larger than shared_buffers %s: searches read from outside "
+                     "the buffer cache (fix: an instance class with more memory; RDS sets shared_buffers to 25%% of it)"
+                     % (detail, human_bytes(buffers_bytes)))
+    return check("Vector index on %s" % table, PASS, detail)
 
 
 def human_bytes(n):

@@ -133,8 +133,9 @@ def vector_checks(cur, decl, k, min_rows):
     row["table"] = rel
     out = [health.vacuum_check(row)]
     name = d["name"]
-    idx = _rows(cur, "SELECT pg_relation_size(to_regclass(%s)) AS bytes",
-                (pgsql.Identifier(schema, name).as_string(cur),))[0]["bytes"]
+    got = _rows(cur, "SELECT pg_relation_size(to_regclass(%s)) AS bytes, pg_size_bytes(current_setting('shared_buffers')) AS buffers",
+                (pgsql.Identifier(schema, name).as_string(cur),))[0]
+    idx = got["bytes"]
     used = None
     if idx is not None and row["rows"] >= min_rows:
         op = vi.METRICS[d["metric"]][1]
@@ -144,7 +145,7 @@ def vector_checks(cur, decl, k, min_rows):
         cur.execute(pgsql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {tbl} ORDER BY {col} " + op + " %s::vector LIMIT %s").format(
             col=pgsql.Identifier(column), tbl=pgsql.Identifier(schema, table)), (sample, k))
         used = _index_in_plan(cur.fetchone()["QUERY PLAN"])
-    out.append(health.index_check(name, rel, used, idx, row["table_bytes"], row["rows"], min_rows))
+    out.append(health.index_check(name, rel, used, idx, row["table_bytes"], row["rows"], min_rows, got["buffers"]))
     return out
 
 
