@@ -101,6 +101,73 @@ def db(scratch_db):
     return {"dsn": dsn, "conn": {"dsn": dsn}, "name": scratch_db["name"]}
 
 
+# ------------------------------------------------------------------ the search over ef_search
+
+
+class CurveSample:
+    """A stand-in for vector_recall.Sample with a known mean recall per ef_search, spread as real per-query recall@10
+    is (most queries find all 10, a few find about half): query i at value v is hard with probability
+    2 (1 - curve[v]), then Binomial(10, 0.5) / 10, else 1.0, from its own seed, so a query asked again answers the
+    same.  Records every measurement as (value, queries)."""
+
+    def __init__(self, curve, start=100, cap=800):
+        self.curve, self.n, self.cap, self.calls = curve, start, cap, []
+
+    def grow(self, n):
+        n = min(n, self.cap)
+        if n <= self.n:
+            return False
+        self.n = n
+        return True
+
+    def measure(self, settings):
+        v = settings["hnsw.ef_search"]
+        self.calls.append((v, self.n))
+        per = []
+        for i in range(self.n):
+            rng = np.random.default_rng(1000 * v + i)
+            per.append(rng.binomial(K, 0.5) / K if rng.random() < 2 * (1 - self.curve[v]) else 1.0)
+        return vr.summarise(per, [True] * self.n, [1.0] * self.n)
+
+
+@pytest.mark.parametrize("curve,expect", [
+    ({40: 0.995, 64: 0.997, 100: 0.998, 160: 0.999, 250: 1.0, 400: 1.0}, 40),   # the first step is certified
+    ({40: 0.90, 64: 0.93, 100: 0.985, 160: 0.99, 250: 0.995, 400: 0.997}, 100),  # clear below, clear at 100
+    ({40: 0.90, 64: 0.955, 100: 0.967, 160: 0.99, 250: 0.995, 400: 0.997}, (100, 160)),  # 64 in the zone; 100 near
+    ({40: 0.60, 64: 0.70, 100: 0.80, 160: 0.85, 250: 0.88, 400: 0.90}, None),    # unreachable: every step, no growth
+])
+def test_choose_is_ascending_and_never_searches_above_the_answer(curve, expect):
+    sample = CurveSample(curve)
+    value, stats, rounds = vt.choose(sample, "hnsw.ef_search", sorted(curve), 0.95, {})
+    steps = sorted(curve)
+    if expect is None:
+        assert value is None and [v for v, _ in sample.calls] == steps and sample.n == 100 and rounds == 1
+        return
+    assert value in (expect if isinstance(expect, tuple) else (expect,))
+    assert stats[value]["lower"] >= 0.95, stats[value]
+    asked = [v for v, _ in sample.calls]
+    assert max(asked) == value, sample.calls  # nothing above the answer was searched
+    assert asked == sorted(asked)
+    assert all(stats[v]["lower"] < 0.95 for v in steps if v < value)  # every step below failed, none was skipped
+    assert all(vt.settled_below(stats[v], 0.95) or stats[v]["queries"] >= sample.cap for v in steps if v < value)
+    assert sample.n <= sample.cap and rounds == 1 + sum(1 for a, b in zip(sample.calls, sample.calls[1:]) if b[1] > a[1])
+
+
+def test_choose_grows_the_sample_only_for_a_step_that_clears_the_indifference_zone():
+    # 0.968 at 100 queries: estimate above target + 0.01, bound below the target: worth certifying, so it grows
+    sample = CurveSample({40: 0.968, 64: 0.999})
+    first = sample.measure({"hnsw.ef_search": 40})
+    sample.calls.clear()
+    assert first["lower"] < 0.95 <= first["recall"] - vt.INDIFFERENCE, first
+    value, stats, rounds = vt.choose(sample, "hnsw.ef_search", [40, 64], 0.95, {})
+    assert sample.n > 100 and rounds >= 2 and sample.calls[0] == (40, 100)
+    assert value == 40 or stats[40]["recall"] < 0.95 + vt.INDIFFERENCE or stats[40]["queries"] == sample.cap
+    # 0.955: inside the zone, settled on the first 100 queries: the next step is stored, the sample never grows
+    sample = CurveSample({40: 0.955, 64: 0.999})
+    value, stats, rounds = vt.choose(sample, "hnsw.ef_search", [40, 64], 0.95, {})
+    assert (value, sample.n, rounds, sample.calls) == (64, 100, 1, [(40, 100), (64, 100)])
+
+
 # ------------------------------------------------------------------ version floor
 
 

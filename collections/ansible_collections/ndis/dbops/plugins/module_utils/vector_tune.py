@@ -9,8 +9,8 @@ Tuning: for each declared index, held-out queries are measured at increasing
 ``hnsw.ef_search`` (``ivfflat.probes``) and the smallest value whose 95% lower confidence bound
 reaches the target is stored (``ALTER DATABASE ... SET`` or ``ALTER ROLE ... IN DATABASE ...
 SET``).  The sample starts at ``sample_size`` queries and grows, up to ``max_sample_size``, only
-for a value worth certifying (``choose``: a sequential test with an indifference zone of
-``INDIFFERENCE`` above the target).
+for a value worth certifying (``choose``: the values in ascending order, a sequential test with an
+indifference zone of ``INDIFFERENCE`` above the target).
 
 The measurement's state is kept in the database, in the index's COMMENT
 (``ndis.dbops.pgvector {"recall": {...}}``): the value, estimate, bounds, queries, rows, the
@@ -219,47 +219,37 @@ def growth(st, target, cap, indifference=INDIFFERENCE):
 
 
 def choose(sample, guc, values, target, settings, indifference=INDIFFERENCE):
-    """Smallest value whose lower bound reaches ``target``, growing the sample only while that can pay off.
+    """Smallest value whose lower bound reaches ``target``, the values measured in ascending order.
 
-    Recall grows with ef_search / probes, so each round is a binary search over ``values``; values known to be below
-    the target or inside the indifference zone (``settled_below``) are not searched again: no query is spent on a
-    value that would not be stored.  A value new to a later round is first measured on the first round's queries,
-    and on the whole sample only when those do not settle it below.  Then the value just below the chosen one (with
-    none chosen, the largest) decides: the sample grows to the size ``growth`` projects for it when its estimate
-    clears the target by ``indifference``; otherwise the chosen value stands.  This is a sequential test with an
+    Each value is measured on the current sample.  Certified (lower bound >= target): it is the answer, and no
+    value above it is ever searched.  Settled below (``settled_below``: its upper bound is under the target, or its
+    estimate lies inside the indifference zone): the next value is measured.  Otherwise (its estimate clears the
+    target by ``indifference`` but its bound does not yet), the sample grows to the size ``growth`` projects for it
+    and the value is measured again; at the cap it counts as settled.  This is a sequential test with an
     indifference zone: a value within ``indifference`` above the target is not worth the queries that certifying it
-    takes, so the next higher one, whose bound reaches the target, is stored.  The sample size, and so the tuning
-    cost per row, is bounded by the indifference zone, not by how close a value's recall falls to the target.
-    Returns (value or None, {value: stats}, rounds).
+    takes, so the next higher one is stored, whose own bound must reach the target.  The sample size, and so the
+    tuning cost per row, is bounded by the indifference zone, not by how close a value's recall falls to the target.
+
+    Why ascending: an index search costs about in proportion to ef_search (probes), and the values are a geometric
+    series (~1.6x apart), so the values below the chosen one together cost less than about 1.7 times the chosen
+    one, and nothing is spent above it.  A binary search measures values above the answer (the dearest searches)
+    to save measuring cheap ones below it.  Values measured before a growth keep their verdict (they were settled
+    below on the smaller sample).  Returns (value or None, {value: stats}, rounds: the sample sizes used).
     """
-    floor, rounds, first = 0, 0, sample.n
-    while True:
-        rounds += 1
-        stats = {}
-
-        def at(i, stats=stats):
-            if values[i] not in stats:
-                run = dict(settings, **{guc: values[i]})
-                st = sample.measure(run, upto=first)
-                if sample.n > first and not settled_below(st, target, indifference):
-                    st = sample.measure(run)
-                stats[values[i]] = st
-            return stats[values[i]]
-
-        lo, hi, chosen = floor, len(values) - 1, None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if at(mid)["lower"] >= target:
-                chosen, hi = mid, mid - 1
-            else:
-                lo = mid + 1
-        probe = (chosen - 1) if chosen is not None else len(values) - 1
-        grow_to = growth(at(probe), target, sample.cap, indifference) if probe >= floor else None
-        for i in range(floor, len(values)):  # settled below: skipped in later rounds
-            if values[i] in stats and settled_below(stats[values[i]], target, indifference):
-                floor = i + 1
-        if grow_to is None or not sample.grow(grow_to):
-            return (values[chosen] if chosen is not None else None), stats, rounds
+    stats, rounds = {}, 1
+    for value in values:
+        run = dict(settings, **{guc: value})
+        st = sample.measure(run)
+        while st["lower"] < target:
+            grow_to = growth(st, target, sample.cap, indifference)
+            if grow_to is None or not sample.grow(grow_to):
+                break
+            rounds += 1
+            st = sample.measure(run)
+        stats[value] = st
+        if st["lower"] >= target:
+            return value, stats, rounds
+    return None, stats, rounds
 
 
 # ---------------------------------------------------------------- tuning
