@@ -274,6 +274,23 @@ def test_held_out_estimate_matches_fresh_queries_and_is_not_re_measured(db):
     assert meta["recall"]["rows"] == 4500 and meta["recall"]["value"] == r["indexes"][0]["value"]
 
 
+def test_unreachable_target_reports_the_bound_measured_on_the_whole_sample(db):
+    """No value reaches the target: the bound is stored, and its figure (the one verify reports and the warning
+    names) is measured on every query of the sample, not on the few that ruled the smaller values out."""
+    mix = Mixture(48, 150, spread=0.6)
+    data = mix.draw(4000, seed=1)
+    execute(db["dsn"], "CREATE TABLE items (id bigint PRIMARY KEY, v vector(48) NOT NULL)")
+    copy_rows(db["dsn"], "items", data)
+    decl = [{"table": "items", "column": "v", "m": 4, "ef_construction": 8}]
+    vi.ensure_indexes(db["conn"], decl)
+    r = vt.tune(db["conn"], decl, recall_target=0.999, sample_size=100, max_sample_size=400, max_ef_search=40)
+    e = r["indexes"][0]
+    assert e["value"] == 40 and e["lower"] < 0.999 and e["queries"] == 400, e
+    assert any("below the target" in w for w in r["warnings"]), r["warnings"]
+    held_out = fresh_recall(db["dsn"], data, mix.draw(1000, seed=9))
+    assert abs(e["recall"] - held_out) <= 0.03, (e["detail"], held_out)
+
+
 # ------------------------------------------------------------------ halfvec
 
 

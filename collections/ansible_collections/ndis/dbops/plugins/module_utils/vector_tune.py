@@ -340,7 +340,12 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
                 value, stats, rounds = choose(sample, guc, candidates(method, lists, bound), recall_target, extra)
                 reached = value is not None
                 if not reached:
+                    # No value reaches the target: the bound is stored and its figure is the one verify and the
+                    # warning report, so it is measured on the whole sample (the cap), not on the few queries
+                    # that sufficed to rule the smaller values out.
                     value = max(stats) if stats else bound
+                    if sample.grow(sample.cap):
+                        rounds += 1
                 st = sample.measure(dict(extra, **{guc: value}))
                 used = vr.index_used(cur, d, sample.vecs[0]) if sample.n else None
                 exact_ms = vr.exact_latency_ms(cur, d, sample.vecs, k)
