@@ -3,6 +3,8 @@ pg_stat_statements above all, which the embedded build does not have."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from ansible_collections.ndis.dbops.plugins.module_utils import health as h
@@ -62,17 +64,75 @@ def test_sessions_long_running_and_idle_in_transaction():
     assert idle["status"] == h.WARN and "pid 2 app_user/- 2 min: BEGIN" in idle["detail"]
 
 
-@pytest.mark.parametrize("expr,gap", [("0 16 * * *", 1440), ("*/15 * * * *", 15), ("0 3 * * 0", 7 * 1440),
-                                      ("0 2,14 * * *", 720), ("30 1 * * 1-5", 3 * 1440)])
-def test_cron_longest_gap(expr, gap):
-    assert h.cron_max_gap_minutes(expr) == gap
+def utc(text):
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
 
 
-def test_dump_age_against_its_schedule():
-    assert h.dump_age_check(25 * 3600, "0 16 * * *")["status"] == h.PASS  # within a day and the grace
-    late = h.dump_age_check(27 * 3600, "0 16 * * *")
-    assert late["status"] == h.FAIL and "may be 26.0 h" in late["detail"]
-    assert h.dump_age_check(None, "0 16 * * *")["status"] == h.FAIL
+@pytest.mark.parametrize("expr,after,fires", [
+    ("0 16 * * *", "2026-12-03 12:40", "2026-12-03 16:00"),
+    ("0 16 * * *", "2026-12-03 16:00", "2026-12-04 16:00"),   # strictly after
+    ("*/15 * * * *", "2026-12-03 12:40:30", "2026-12-03 12:45"),
+    ("0 3 * * 0", "2026-12-03 12:00", "2026-12-06 03:00"),     # 2026-12-06 is a Sunday
+    ("0 3 * * sun", "2026-12-03 12:00", "2026-12-06 03:00"),
+    ("30 1 * * 1-5", "2026-12-04 02:00", "2026-12-07 01:30"),  # Friday after the run: Monday
+    ("0 0 1 * 1", "2026-12-03 00:00", "2026-12-07 00:00"),     # both day fields: either matches
+    ("0 12 29 2 *", "2026-03-01 00:00", "2028-02-29 12:00"),
+])
+def test_cron_next_fire(expr, after, fires):
+    assert h.cron_next(expr, utc(after)) == utc(fires)
+
+
+def test_cron_next_fire_in_the_schedules_time_zone():
+    # 02:00 in Sydney is 15:00 UTC the day before in December (AEDT, +11) and 16:00 UTC in June (AEST, +10)
+    assert h.cron_next("0 2 * * *", utc("2026-12-03 12:00"), "Australia/Sydney") == utc("2026-12-03 15:00")
+    assert h.cron_next("0 2 * * *", utc("2026-06-03 12:00"), "Australia/Sydney") == utc("2026-06-03 16:00")
+
+
+def test_dump_freshness_before_the_first_run_is_due_is_information():
+    since = utc("2026-12-03 12:40")  # a stack set up in the afternoon: the first nightly run is at 16:00
+    c = h.dump_freshness_check(None, "0 16 * * *", utc("2026-12-03 12:45"), since)
+    assert c["status"] == h.INFO and "the first run of schedule 0 16 * * * is due 2026-12-03 16:00 UTC" in c["detail"], c
+    # inside the grace after the first run was due: still nothing to miss
+    assert h.dump_freshness_check(None, "0 16 * * *", utc("2026-12-03 17:59"), since)["status"] == h.INFO
+
+
+def test_dump_freshness_a_missing_first_dump_fails_naming_how_late_it_is():
+    since = utc("2026-12-01 09:00")
+    c = h.dump_freshness_check(None, "0 16 * * *", utc("2026-12-03 12:40"), since)
+    assert c["status"] == h.FAIL, c
+    assert "was due 2026-12-01 16:00 UTC, 44.7 h late (grace 2.0 h" in c["detail"], c
+    assert "playbooks/backup_now.yml" in c["detail"]
+    # nothing says when dumps were set up and there is none: nothing proves they ever ran
+    assert h.dump_freshness_check(None, "0 16 * * *", utc("2026-12-03 12:40"))["status"] == h.FAIL
+
+
+def test_dump_freshness_after_a_dump_judges_the_next_due_run():
+    newest = utc("2026-12-02 16:04")
+    ok = h.dump_freshness_check(newest, "0 16 * * *", utc("2026-12-03 17:30"), utc("2026-11-01 00:00"))
+    assert ok["status"] == h.PASS and ok["detail"].startswith("25.4 h old; the next run"), ok  # due 16:00, in grace
+    late = h.dump_freshness_check(newest, "0 16 * * *", utc("2026-12-03 18:30"), utc("2026-11-01 00:00"))
+    assert late["status"] == h.FAIL and "due 2026-12-03 16:00 UTC is 2.5 h late (grace 2.0 h)" in late["detail"], late
+    # a weekly schedule gives a week, not a day
+    weekly = h.dump_freshness_check(utc("2026-11-29 03:10"), "0 3 * * 0", utc("2026-12-05 12:00"))
+    assert weekly["status"] == h.PASS, weekly
+    # a longer grace moves the limit
+    assert h.dump_freshness_check(newest, "0 16 * * *", utc("2026-12-03 18:30"), grace_minutes=180)["status"] == h.PASS
+
+
+def test_restore_test_against_its_cadence():
+    since = utc("2026-12-01 09:00")
+    record = {"result": "PASS", "key": "logical/ndis_chatbot/restore-test.json", "problems": []}
+    first = h.restore_test_check(None, None, utc("2026-12-03 12:00"), since, every_days=7)
+    assert first["status"] == h.INFO and "the first is due 2026-12-08 09:00 UTC" in first["detail"], first
+    overdue = h.restore_test_check(None, None, utc("2026-12-09 12:00"), since, every_days=7)
+    assert overdue["status"] == h.FAIL and "was due 2026-12-08 09:00 UTC (every 7 d), 27.0 h late" in overdue["detail"]
+    fresh = h.restore_test_check(record, utc("2026-12-02 10:00"), utc("2026-12-03 12:00"), since)
+    assert fresh["status"] == h.PASS and fresh["detail"].startswith("PASS 26.0 h ago (restore-test.json)"), fresh
+    stale = h.restore_test_check(record, utc("2026-12-02 10:00"), utc("2026-12-10 12:00"), since)
+    assert stale["status"] == h.FAIL and "the next was due 2026-12-09 10:00 UTC (every 7 d), 26.0 h late" in stale["detail"]
+    failed = dict(record, result="FAIL", problems=["row count of public.embeddings: 10 != 12"])
+    bad = h.restore_test_check(failed, utc("2026-12-03 11:00"), utc("2026-12-03 12:00"), since)
+    assert bad["status"] == h.FAIL and "row count of public.embeddings" in bad["detail"]
 
 
 def test_connections_and_vacuum():

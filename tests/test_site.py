@@ -422,14 +422,31 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
 
 @pytest.mark.usefixtures("converged")
 def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(local_stack, boto3_client):
-    """playbooks/health.yml after a dump and a restore test: all well; then an alarm set to
-    ALARM and a session holding a lock another waits on: it fails naming both."""
+    """playbooks/health.yml right after the deployment: passes, no dump being due yet; with the time dumps were set up
+    moved nine days back: fails naming how late the dump and the restore test are; after a dump and a restore test:
+    all well; then an alarm set to ALARM and a session holding a lock another waits on: it fails naming both."""
     pg = local_stack["pg"]
     env = {**os.environ, "PGHOST": pg["host"], "PGPORT": str(pg["port"]), "PGUSER": pg["user"],
            "PGPASSWORD": local_stack["admin_password"], "PGSSLMODE": "disable", "DBOPS_PG_BINDIR": pg["bindir"],
            "AWS_ENDPOINT_URL": local_stack["aws"]["endpoint_url"], "AWS_REGION": local_stack["aws"]["region"],
            "AWS_ACCESS_KEY_ID": local_stack["aws"]["access_key_id"],
            "AWS_SECRET_ACCESS_KEY": local_stack["aws"]["secret_access_key"]}
+    # Right after the deployment no dump is due yet: nothing to miss, so health passes and says when the first is due.
+    fresh = run_playbook("playbooks/health.yml", stack=local_stack)
+    assert fresh.returncode == 0, fresh.stdout[-4000:]
+    assert re.search(r"INFO\s+Newest logical dump\s+no dump yet: the first run of schedule 0 16 \* \* \* is due "
+                     r"\d{4}-\d\d-\d\d 16:00 UTC", fresh.stdout), fresh.stdout[-3000:]
+    assert re.search(r"INFO\s+Last restore test\s+none yet: the first is due ", fresh.stdout), fresh.stdout[-3000:]
+    # Dumps set up nine days ago (the time the check reads, moved back) and none taken: both are overdue, and say by how much.
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 9 * 86400))
+    overdue = run_playbook("playbooks/health.yml", "-e", "health_dumps_since=" + since, stack=local_stack)
+    assert overdue.returncode != 0, overdue.stdout[-3000:]
+    assert re.search(r"FAIL\s+Newest logical dump\s+no dump yet: the first run of schedule 0 16 \* \* \* was due "
+                     r"\S+ 16:00 UTC, \d+\.\d d late", overdue.stdout), overdue.stdout[-3000:]
+    assert re.search(r"FAIL\s+Last restore test\s+none recorded: the first was due \S+ \S+ UTC \(every 7 d\), "
+                     r"\d+\.\d (h|d) late", overdue.stdout), overdue.stdout[-3000:]
+    assert "is unwell: Newest logical dump; Last restore test" in overdue.stdout
+
     policy = str(REPO_ROOT / "configs/backup/backup.rules.json")
     for command in ("dump", "restore-test"):
         ran = subprocess.run([str(BIN / "dbops-dump"), command, "--policy", policy, "--database", "ndis_chatbot", "--json"],
@@ -444,7 +461,8 @@ def test_health_passes_on_the_healthy_stack_and_names_an_alarm_and_a_blocker(loc
                  "Dead tuples on public.embeddings", "Vector index on public.embeddings", "Vector recall@10"):
         assert re.search(rf"(PASS|INFO|WARN)\s+{name}\s", healthy.stdout), name
     assert re.search(r"INFO\s+Slow statements\s+pg_stat_statements: not available on this server", healthy.stdout)
-    assert re.search(r"PASS\s+Newest logical dump\s+\d+ (s|min) old", healthy.stdout)
+    assert re.search(r"PASS\s+Newest logical dump\s+\d+ (s|min) old; the next run of schedule 0 16 \* \* \* is due",
+                     healthy.stdout), healthy.stdout[-3000:]
     assert re.search(r"PASS\s+Last restore test\s+PASS \d+ (s|min) ago", healthy.stdout)  # the record dbops-dump kept
     assert recap(healthy.stdout)["changed"] == 0
 

@@ -104,6 +104,11 @@ SCHEMA = {
                     "examples": ["logical/"],
                 },
                 "kms_key_id": _KMS,
+                "restore_test_every_days": {
+                    "description": "Cadence of restore tests of the newest dump (playbooks/restore_test.yml): health "
+                                   "fails when none has passed for this many days (plus the grace). Default 7.",
+                    "type": "integer", "minimum": 1, "maximum": 366, "default": 7,
+                },
             },
         },
         "aws_backup": {
@@ -436,6 +441,7 @@ def load_policy(path, maintenance_window=None):
     if dumps["s3_prefix"] and not dumps["s3_prefix"].endswith("/"):
         dumps["s3_prefix"] += "/"
     dumps["s3_uri"] = "s3://%s/%s" % (dumps["s3_bucket"], dumps["s3_prefix"])
+    dumps.setdefault("restore_test_every_days", 7)
     dumps["schedule_systemd"] = _systemd_calendar(cron_fields, dumps["timezone"])
     policy["rds"]["backup_window_minutes"] = backup[1]
     return policy

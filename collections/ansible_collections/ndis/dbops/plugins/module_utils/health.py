@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import re
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
@@ -202,55 +203,105 @@ def _value(token, low, names):
     return int(token)
 
 
-def cron_max_gap_minutes(expr):
-    """The longest gap in minutes between two runs of a 5-field cron, over four weeks.
-
-    The month field is not considered (a schedule that skips months is judged by the months
-    it runs in); days of the month past the 28th are not seen.
-    """
+def cron_next(expr, after, timezone="UTC"):
+    """The first time ``expr`` (5-field cron in ``timezone``) fires strictly after ``after`` (an aware datetime),
+    returned in UTC.  cron's rule for days: when both day of month and day of week are restricted, either matches.
+    Looks up to five years ahead (a 29 February schedule fires within four)."""
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError("expected 5 cron fields, got %r" % expr)
-    minute, hour, dom, _month, dow = [_expand(f, *spec) for f, spec in zip(fields, _FIELDS)]
+    minute, hour, dom, month, dow = [_expand(f, *spec) for f, spec in zip(fields, _FIELDS)]
     dow = set(d % 7 for d in dow)
     dom_any, dow_any = fields[2] == "*", fields[4] == "*"
-    fires = []
-    # 2026-02-01 is a Sunday: four weeks of February, day of week = day index % 7
-    for day in range(28):
-        dom_ok, dow_ok = (day + 1) in dom, (day % 7) in dow
-        # cron: when both are restricted, either matches
+    zone = _zone(timezone)
+    local = after.astimezone(zone)
+    start = local.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
+    day = start.date()
+    for _ in range(5 * 366 + 1):
+        dom_ok, dow_ok = day.day in dom, (day.isoweekday() % 7) in dow
         day_ok = (dom_ok and dow_ok) if (dom_any or dow_any) else (dom_ok or dow_ok)
-        if not day_ok:
-            continue
-        for h in sorted(hour):
-            for m in sorted(minute):
-                fires.append(day * 1440 + h * 60 + m)
-    if not fires:
-        raise ValueError("cron %r does not fire within four weeks" % expr)
-    gaps = [b - a for a, b in zip(fires, fires[1:])] + [fires[0] + 28 * 1440 - fires[-1]]
-    return max(gaps)
+        if day.month in month and day_ok:
+            for h in sorted(hour):
+                for m in sorted(minute):
+                    # a wall-clock time skipped by a DST change fires at its UTC equivalent, as systemd does
+                    at = datetime.datetime(day.year, day.month, day.day, h, m, tzinfo=zone)
+                    if at >= start:
+                        return at.astimezone(datetime.timezone.utc)
+        day += datetime.timedelta(days=1)
+    raise ValueError("cron %r does not fire within five years" % expr)
 
 
-def dump_age_check(age_seconds, schedule, grace_minutes=120):
+def _zone(name):
+    if name in (None, "", "UTC", "Etc/UTC"):
+        return datetime.timezone.utc
+    from zoneinfo import ZoneInfo  # Python 3.9+; the controller's
+    return ZoneInfo(name)
+
+
+def stamp(when):
+    """A UTC time as health prints it: 2026-12-03 16:00 UTC."""
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def dump_freshness_check(newest_at, schedule, now, since=None, grace_minutes=120, timezone="UTC"):
+    """The newest logical dump, judged by when one was due.
+
+    A run is due at each time the schedule fires after the newest dump (or, before the first dump, after ``since``:
+    when dumps were set up, the dump bucket's creation).  It is late once ``grace_minutes`` (the time a dump may
+    take) have passed beyond that.  Before the first run is due there is nothing to miss: INFO saying when it is
+    due.  A due run that has not written its dump is a FAIL naming how late it is.  Without ``since`` and without
+    a dump, the first due time is unknown: FAIL, as nothing proves dumps ever ran.
+    """
     name = "Newest logical dump"
-    gap = cron_max_gap_minutes(schedule)
-    if age_seconds is None:
-        return check(name, FAIL, "no dump yet (schedule %s): run playbooks/backup_now.yml" % schedule)
-    limit = (gap + grace_minutes) * 60
-    status = PASS if age_seconds <= limit else FAIL
-    return check(name, status, "%s old; schedule %s runs every %s at most, so it may be %s"
-                 % (duration(age_seconds), schedule, duration(gap * 60), duration(limit)))
+    grace = datetime.timedelta(minutes=grace_minutes)
+    if newest_at is None and since is None:
+        return check(name, FAIL, "no dump yet (schedule %s), and no time dumps were set up from: run "
+                                 "playbooks/backup_now.yml" % schedule)
+    anchor = newest_at if newest_at is not None else since
+    due = cron_next(schedule, anchor, timezone)
+    zone = "" if timezone in ("UTC", "Etc/UTC") else " %s" % timezone
+    if newest_at is None:
+        if now <= due + grace:
+            return check(name, INFO, "no dump yet: the first run of schedule %s%s is due %s (in %s), late after %s more"
+                         % (schedule, zone, stamp(due), duration(max(0, (due - now).total_seconds())), duration(grace.total_seconds())))
+        return check(name, FAIL, "no dump yet: the first run of schedule %s%s was due %s, %s late (grace %s; dumps set "
+                                 "up %s): check the dump runner, then run playbooks/backup_now.yml"
+                     % (schedule, zone, stamp(due), duration((now - due).total_seconds()), duration(grace.total_seconds()),
+                        stamp(since)))
+    age = duration(max(0, (now - newest_at).total_seconds()))
+    if now <= due + grace:
+        return check(name, PASS, "%s old; the next run of schedule %s%s is due %s" % (age, schedule, zone, stamp(due)))
+    return check(name, FAIL, "%s old: the run of schedule %s%s due %s is %s late (grace %s): check the dump runner, "
+                             "then run playbooks/backup_now.yml"
+                 % (age, schedule, zone, stamp(due), duration((now - due).total_seconds()), duration(grace.total_seconds())))
 
 
-def restore_test_check(result, age_seconds, max_age_days=8):
+def restore_test_check(result, tested_at, now, since=None, every_days=7, grace_minutes=120):
+    """The last restore test, judged by its cadence (the policy's ``restore_test_every_days``): one is due
+    ``every_days`` after the last (before the first, after ``since``), late after ``grace_minutes`` more.  A failed
+    test is a FAIL whatever its age."""
     name = "Last restore test"
+    grace = datetime.timedelta(minutes=grace_minutes)
+    every = datetime.timedelta(days=every_days)
     if result is None:
-        return check(name, WARN, "none recorded: run playbooks/restore_test.yml")
-    status = FAIL if result.get("result") != "PASS" else WARN if age_seconds > max_age_days * 86400 else PASS
-    detail = "%s %s ago (%s)" % (result.get("result"), duration(age_seconds), result.get("key", "?").rsplit("/", 1)[-1])
+        if since is None:
+            return check(name, WARN, "none recorded (cadence every %d d): run playbooks/restore_test.yml" % every_days)
+        due = since + every
+        if now <= due + grace:
+            return check(name, INFO, "none yet: the first is due %s (every %d d, from %s)" % (stamp(due), every_days, stamp(since)))
+        return check(name, FAIL, "none recorded: the first was due %s (every %d d), %s late: run playbooks/restore_test.yml"
+                     % (stamp(due), every_days, duration((now - due).total_seconds())))
+    detail = "%s %s ago (%s)" % (result.get("result"), duration(max(0, (now - tested_at).total_seconds())),
+                                 result.get("key", "?").rsplit("/", 1)[-1])
     if result.get("problems"):
         detail += ": " + short("; ".join(result["problems"]), 80)
-    return check(name, status, detail)
+    if result.get("result") != "PASS":
+        return check(name, FAIL, detail)
+    due = tested_at + every
+    if now <= due + grace:
+        return check(name, PASS, detail + "; the next is due %s (every %d d)" % (stamp(due), every_days))
+    return check(name, FAIL, detail + ": the next was due %s (every %d d), %s late: run playbooks/restore_test.yml"
+                 % (stamp(due), every_days, duration((now - due).total_seconds())))
 
 
 def rpo_check(age_seconds, max_minutes=15):

@@ -48,17 +48,33 @@ options:
     type: str
     default: ""
   dump_schedule:
-    description: 5-field cron of the dumps; the newest may be as old as the longest gap between two runs plus O(dump_grace_minutes).
+    description:
+      - 5-field cron of the dumps, in O(dump_timezone). A run is due each time it fires after the newest dump (before
+        the first dump, after O(dumps_since)); a run not written O(dump_grace_minutes) after it was due is a FAIL
+        naming how late it is. Before the first run is due, the check is INFO and says when it is due.
     type: str
     default: "0 16 * * *"
+  dump_timezone:
+    description: IANA time zone of O(dump_schedule) (the policy's C($.logical_dumps.timezone)).
+    type: str
+    default: UTC
   dump_grace_minutes:
-    description: Minutes a dump may take beyond its schedule.
+    description: Minutes a dump (and a restore test) may take beyond the time it was due.
     type: int
     default: 120
-  restore_test_max_age_days:
-    description: A restore test older than this is a warning.
+  dumps_since:
+    description:
+      - When dumps were set up, as an ISO 8601 time (for example C(2026-12-01T16:00:00Z)). The first run is due at
+        the first time the schedule fires after it. Empty takes the dump bucket's creation time (C(s3:ListAllMyBuckets)).
+    type: str
+    default: ""
+  restore_test_every_days:
+    description:
+      - Cadence of restore tests (the policy's C($.logical_dumps.restore_test_every_days)). One is due this many
+        days after the last (before the first, after O(dumps_since)); overdue by more than O(dump_grace_minutes)
+        is a FAIL, and so is a test that did not pass.
     type: int
-    default: 8
+    default: 7
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -170,6 +186,28 @@ def instance_checks(rds, cw, inst, now):
     return out
 
 
+def _aware(when):
+    return when if when is None or when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def dumps_since(module, s3, p):
+    """When dumps were set up: O(dumps_since), else the dump bucket's creation time (None if neither is known)."""
+    if p["dumps_since"]:
+        try:
+            return _aware(datetime.datetime.fromisoformat(p["dumps_since"].replace("Z", "+00:00")))
+        except ValueError:
+            module.fail_json(msg="dumps_since: %r is not an ISO 8601 time (for example 2026-12-01T16:00:00Z)" % p["dumps_since"])
+    kwargs = {}
+    while True:
+        page = s3.list_buckets(**kwargs)
+        for bucket in page.get("Buckets", []):
+            if bucket["Name"] == p["dump_bucket"]:
+                return _aware(bucket.get("CreationDate"))
+        if not page.get("ContinuationToken"):
+            return None
+        kwargs["ContinuationToken"] = page["ContinuationToken"]
+
+
 def dump_checks(module, s3, p, now):
     base = "%s%s/" % (p["dump_prefix"] if not p["dump_prefix"] or p["dump_prefix"].endswith("/") else p["dump_prefix"] + "/",
                       p["dump_database"])
@@ -181,19 +219,21 @@ def dump_checks(module, s3, p, now):
                     newest = obj
     except is_boto3_error_code("NoSuchBucket"):
         return [health.check("Newest logical dump", health.FAIL, "bucket %s does not exist: run site.yml" % p["dump_bucket"])]
+    since = dumps_since(module, s3, p)
     try:
-        dumps = health.dump_age_check(_age(now, newest["LastModified"]) if newest else None, p["dump_schedule"],
-                                      p["dump_grace_minutes"])
-    except ValueError as e:
-        module.fail_json(msg="dump_schedule: %s" % e)
+        dumps = health.dump_freshness_check(_aware(newest["LastModified"]) if newest else None, p["dump_schedule"], now,
+                                            since, p["dump_grace_minutes"], p["dump_timezone"])
+    except (ValueError, LookupError) as e:  # zoneinfo raises a LookupError subclass for an unknown zone
+        module.fail_json(msg="dump_schedule %r in %r: %s" % (p["dump_schedule"], p["dump_timezone"], e))
     if newest:
         dumps["detail"] += " (%s)" % newest["Key"].rsplit("/", 1)[-1]
     try:
         obj = s3.get_object(Bucket=p["dump_bucket"], Key=base + RESTORE_RECORD)
-        record, age = json.loads(obj["Body"].read()), _age(now, obj["LastModified"])
+        record, tested_at = json.loads(obj["Body"].read()), _aware(obj["LastModified"])
     except is_boto3_error_code(["NoSuchKey", "404"]):
-        record, age = None, None
-    return [dumps, health.restore_test_check(record, age, p["restore_test_max_age_days"])]
+        record, tested_at = None, None
+    return [dumps, health.restore_test_check(record, tested_at, now, since, p["restore_test_every_days"],
+                                             p["dump_grace_minutes"])]
 
 
 def main():
@@ -206,8 +246,10 @@ def main():
             dump_prefix=dict(type="str", default=""),
             dump_database=dict(type="str", default=""),
             dump_schedule=dict(type="str", default="0 16 * * *"),
+            dump_timezone=dict(type="str", default="UTC"),
             dump_grace_minutes=dict(type="int", default=120),
-            restore_test_max_age_days=dict(type="int", default=8),
+            dumps_since=dict(type="str", default=""),
+            restore_test_every_days=dict(type="int", default=7),
         ),
         supports_check_mode=True,
     )
