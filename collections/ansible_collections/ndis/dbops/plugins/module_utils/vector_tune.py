@@ -252,6 +252,39 @@ def choose(sample, guc, values, target, settings, indifference=INDIFFERENCE):
     return None, stats, rounds
 
 
+def settle(sample, guc, values, bound, target, settings):
+    """``choose``, then the figure that is stored: (value, stats of the value, {value: stats}, rounds, reached).
+
+    When no value is certified on the sample it was judged on, the bound (the largest value measured) is stored, and
+    its figure is the one verify and any warning report, so it is measured on the whole sample (the cap), not on the
+    few queries that sufficed to rule the smaller values out.  If that whole-sample lower bound reaches the target,
+    the target is reached at the bound (``reached``): a value settled inside the indifference zone on a small sample
+    can be certified on the whole one, and then nothing is wrong with the index.
+    """
+    value, stats, rounds = choose(sample, guc, values, target, settings)
+    reached = value is not None
+    if not reached:
+        value = max(stats) if stats else bound
+        if sample.grow(sample.cap):
+            rounds += 1
+    st = sample.measure(dict(settings, **{guc: value}))
+    if not reached and st["lower"] >= target:
+        reached = True
+    return value, st, stats, rounds, reached
+
+
+def bound_warning(name, k, guc, value, st, target, method):
+    """The warning and advice for an index whose measured figure at the bound is below the target; None when the
+    figure's lower bound reaches it (no warning, no rebuild advice)."""
+    if st["lower"] >= target:
+        return None
+    return ("%s: the 95%% lower bound of recall@%d at the bound %s=%d is %.3f, below the target %.2f. Rebuild with %s "
+            "(allow a rebuild and declare it in pgvector_indexes), or raise the bound." % (
+                name, k, guc, value, st["lower"], target,
+                "larger m / ef_construction (for example m=32, ef_construction=128)" if method == "hnsw"
+                else "lists recomputed on the current rows, or method hnsw"))
+
+
 # ---------------------------------------------------------------- tuning
 
 
@@ -337,16 +370,8 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
             vr.begin_snapshot(cur)
             try:
                 sample = vr.Sample(cur, d, ts["rows"], k, sample_size, max_sample_size)
-                value, stats, rounds = choose(sample, guc, candidates(method, lists, bound), recall_target, extra)
-                reached = value is not None
-                if not reached:
-                    # No value reaches the target: the bound is stored and its figure is the one verify and the
-                    # warning report, so it is measured on the whole sample (the cap), not on the few queries
-                    # that sufficed to rule the smaller values out.
-                    value = max(stats) if stats else bound
-                    if sample.grow(sample.cap):
-                        rounds += 1
-                st = sample.measure(dict(extra, **{guc: value}))
+                value, st, stats, rounds, reached = settle(sample, guc, candidates(method, lists, bound), bound,
+                                                           recall_target, extra)
                 used = vr.index_used(cur, d, sample.vecs[0]) if sample.n else None
                 exact_ms = vr.exact_latency_ms(cur, d, sample.vecs, k)
                 filtered = measure_filtered((cur, ts["rows"]), d, dict(extra, **{guc: value}), k) if d["filter"] else None
@@ -372,12 +397,8 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
             if filtered:
                 entry["filtered"] = filtered
                 entry["detail"] += "; " + _filtered_line(filtered)
-            if not reached:
-                rec = ("%s: the 95%% lower bound of recall@%d at the bound %s=%d is %.3f, below the target %.2f. Rebuild with %s "
-                       "(allow a rebuild and declare it in pgvector_indexes), or raise the bound." % (
-                           d["name"], k, guc, value, st["lower"], recall_target,
-                           "larger m / ef_construction (for example m=32, ef_construction=128)" if method == "hnsw"
-                           else "lists recomputed on the current rows, or method hnsw"))
+            rec = None if reached else bound_warning(d["name"], k, guc, value, st, recall_target, method)
+            if rec:
                 result["recommendations"].append(rec)
                 result["warnings"].append(rec)
             needed[guc] = max(needed.get(guc, 0), value)
