@@ -47,8 +47,11 @@ lint: collections  ## yamllint, ansible-lint (production profile) and ruff: the 
 	$(BIN)/ansible-lint --offline
 	$(BIN)/ruff check .
 
-pytest: collections  ## Python tests against the real embedded PostgreSQL and moto
-	$(BIN)/python -m pytest -q
+# Tests run in a random order (pytest-randomly); the seed is printed first and, after a failure, last:
+# make pytest PYTEST_ARGS='--randomly-seed=N' replays that order, PYTEST_ARGS='-p no:randomly' keeps file order.
+PYTEST_ARGS ?=
+pytest: collections  ## Python tests against the real embedded PostgreSQL and moto, in a random order
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
 	$(BIN)/molecule test -s default

@@ -33,10 +33,37 @@ import pytest
 
 from playbook_runner import REPO_ROOT, stack_aws_env
 
+# A developer's shell may carry `make local-env`'s exports: PG* and AWS_* pointing at the `make local` stack, and
+# PATH with the embedded server's bindir first. What a test sees must not depend on them: libpq and boto3 defaults
+# are dropped here, and tests name the binaries they mean (tests/test_tls_drivers.py: Debian's psql, with SSL).
+for _name in [n for n in os.environ if n.startswith(("PG", "AWS_"))]:
+    del os.environ[_name]
+
 STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack")
 PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
 MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501"))
 TLS_PORT = int(os.environ.get("NDIS_TEST_TLS_PORT", str(PG_PORT + 1000)))  # the stack's TLS endpoint (pgbouncer)
+
+
+def _order_seed(config):
+    """pytest-randomly's seed, or None when the plugin is off (-p no:randomly)."""
+    try:
+        return config.getoption("randomly_seed")
+    except ValueError:
+        return None
+
+
+def pytest_sessionstart(session):
+    seed = _order_seed(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None:  # -q hides the header line pytest-randomly prints
+        reporter.write_line(f"tests in random order, seed {seed}; replay it: make pytest PYTEST_ARGS='--randomly-seed={seed}'")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    seed = _order_seed(config)
+    if seed is not None and exitstatus not in (0, 5):
+        terminalreporter.write_line(f"replay this order: make pytest PYTEST_ARGS='--randomly-seed={seed}'")
 
 
 def run_stack(*args: str, check: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -1,15 +1,16 @@
 """The stored DATABASE_URL, used as it is by each driver an app might use, against the local
 stack's TLS endpoint (pgbouncer, certificate from the stack's CA, which stands for the RDS CA).
 
-Drivers: libpq through psycopg2 and through psql (Debian's client, when installed), psycopg 3
+Drivers: libpq through psycopg2 and through psql (Debian's client, /usr/bin/psql, when installed: named, not
+taken from PATH, where `make local-env` puts the embedded server's psql, built without SSL), psycopg 3
 (its own libpq), asyncpg (pure Python, parses the URL itself) and node-postgres 8 (pg from
 tests/node/package-lock.json, installed with `npm ci` into NDIS_TEST_NODE_DIR; Node is the
 machine's). Each must verify the server against the bundle the URL names; a bundle of another
 CA must make each refuse the server. The runbook's sslmode=require is checked for what each
 driver really does with it.
 
-Runs after tests/test_tls_and_secrets.py (file order) and reuses the session stack it
-converged; run alone, the first fixture converges the site.
+Reuses the session stack when a module before it converged the site; otherwise (run alone, or first
+in a random order) the first fixture converges it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from playbook_runner import run_playbook
 URL_NAME = "/ndis-chatbot/local/DATABASE_URL"
 NODE_SRC = REPO_ROOT / "tests" / "node"
 NODE_DIR = Path(os.environ.get("NDIS_TEST_NODE_DIR", STACK_DIR + "-node"))
+# Debian's psql, built with OpenSSL; the embedded server's psql has no SSL and cannot take sslmode=verify-full
+SSL_PSQL = os.environ.get("NDIS_TEST_SSL_PSQL", "/usr/bin/psql")
 CERT_ERRORS = re.compile(r"certificate verify failed|self[- ]signed certificate|SELF_SIGNED_CERT|unable to verify|"
                          r"CERTIFICATE_VERIFY_FAILED|UNABLE_TO_GET_ISSUER", re.I)
 
@@ -117,7 +120,7 @@ def via_asyncpg(url: str):
 
 def via_psql(url: str):
     # psql takes the URL as its database argument; \conninfo says whether TLS is in use
-    proc = subprocess.run(["psql", "-X", "-At", "-d", url, "-c", "SELECT current_user", "-c", "\\conninfo"],
+    proc = subprocess.run([SSL_PSQL, "-X", "-At", "-d", url, "-c", "SELECT current_user", "-c", "\\conninfo"],
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
                           env=dict(os.environ, PGCONNECT_TIMEOUT="10"))
     if proc.returncode != 0:
@@ -137,7 +140,7 @@ def via_node(url: str, node_dir: Path, extra_env: dict | None = None):
 
 def drivers(node_dir: Path | None):
     out = {"libpq (psycopg2)": via_psycopg2, "psycopg 3": via_psycopg3, "asyncpg": via_asyncpg}
-    if shutil.which("psql"):
+    if os.access(SSL_PSQL, os.X_OK):
         out["libpq (psql)"] = via_psql
     if node_dir is not None:
         out["node-postgres 8"] = lambda url: via_node(url, node_dir)
