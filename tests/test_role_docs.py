@@ -157,3 +157,43 @@ def test_playbooks_read_only_inputs_and_published_facts_of_a_role(role):
             if name.startswith("_") or name not in known:
                 problems.append(f"playbooks/{path.name} reads {name}")
     assert not problems, "\n".join(problems)
+
+
+DOCS_DIR = REPO_ROOT / "docs"
+MD_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def relative_links(page: Path) -> list[str]:
+    """Targets of the page's markdown links outside fenced code, without URLs (`scheme:`)."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+    return [t for t in MD_LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_readme_is_a_map_of_the_docs_pages():
+    """README.md stays short and opens with the two commands; the detail lives in docs/, one click away."""
+    readme = REPO_ROOT / "README.md"
+    lines = readme.read_text().splitlines()
+    assert len(lines) <= 260, f"README.md has {len(lines)} lines: move detail to a page in docs/"
+    first_block = readme.read_text().split("```", 2)[1]
+    assert "make local" in first_block and "make test" in first_block, "README.md must open with make local / make test"
+    pages = sorted(DOCS_DIR.glob("*.md"))
+    assert pages, "docs/ has no pages"
+    broken = []
+    for page in [readme, *pages]:
+        for target in relative_links(page):
+            path = target.split("#", 1)[0]
+            if path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO_ROOT)}: {target}")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
+    linked = {(REPO_ROOT / t.split("#", 1)[0]).resolve() for t in relative_links(readme)}
+    unlinked = [p.name for p in pages if p.resolve() not in linked]
+    assert not unlinked, f"docs pages not linked from README.md: {unlinked}"
+
+
+def test_layout_page_lists_every_module():
+    """docs/layout.md's module table names each module in plugins/modules, and no other."""
+    modules_dir = REPO_ROOT / "collections/ansible_collections/ndis/dbops/plugins/modules"
+    have = {p.stem for p in modules_dir.glob("*.py") if p.stem != "__init__"}
+    table = [line for line in (DOCS_DIR / "layout.md").read_text().splitlines() if line.startswith("| `ndis.dbops.")]
+    listed = {m for line in table for m in re.findall(r"`ndis\.dbops\.([a-z0-9_]+)`", line.split("|")[1])}
+    assert listed == have, {"not in docs/layout.md": sorted(have - listed), "no such module": sorted(listed - have)}

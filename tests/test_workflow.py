@@ -9,7 +9,7 @@ environment for real; these tests check, without an engine, what they rest on:
 - molecule/docker: `molecule list` validates molecule.yml against Molecule's and the docker
   driver's schemas; its playbooks pass `ansible-playbook --syntax-check` with the local
   inventory (`molecule syntax` itself asks the Docker daemon first).
-- docker/*.sh: `bash -n`; the Makefile and .ci/run wire them as the README says.
+- docker/*.sh: `bash -n`; the Makefile and .ci/run wire them as docs/local-stack.md says.
 - .pre-commit-config.yaml: valid for pre-commit, and its hooks are the `make lint` commands.
 """
 

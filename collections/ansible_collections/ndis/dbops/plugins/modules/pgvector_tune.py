@@ -23,7 +23,8 @@ description:
   - Stores the result with C(ALTER DATABASE ... SET) (O(scope=database)) or C(ALTER ROLE ... IN DATABASE ... SET)
     for O(tuning_role) (O(scope=role)), so new application sessions get it without code changes. With several indexes of a
     method, the largest value wins (the setting is per session, not per index).
-  - When the bound cannot reach the target, the bound is set and the result recommends a rebuild.
+  - When no value is certified on the sample it was judged on, the bound is set and measured on the whole sample;
+    unless that figure's lower bound reaches the target, the result warns and recommends a rebuild.
   - Tables with fewer than O(min_rows) rows are skipped, and the result says so (recall cannot be measured on them).
   - The measurement's state (value, estimate, bounds, rows, the table's insert/update/delete counters and the
     index's relfilenode) is kept in the index comment (C(ndis.dbops.pgvector {json})). The measurement is repeated
