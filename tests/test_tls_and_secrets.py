@@ -3,7 +3,9 @@
 The first fixture converges the site on the session stack, unless a module before it did
 (tests/test_site.py has a stack of its own). Every ansible-playbook run here uses -vvv --diff with HOME,
 ANSIBLE_LOCAL_TEMP, ANSIBLE_REMOTE_TEMP and ANSIBLE_LOG_PATH inside one sandbox directory;
-the last test searches all their output and every file they wrote for every password.
+the leak test searches all their output and every file they wrote for every password, and searches again
+when the module ends (its tests run in any order). Runs several tests need (the rotation with the project key,
+the failed rotation, site and verify after it) are module fixtures, recorded once whichever test comes first.
 """
 
 from __future__ import annotations
@@ -214,13 +216,41 @@ def test_rotation_in_check_mode_changes_nothing(converged, boto3_client, sandbox
     app_connect(url).close()
 
 
-def test_rotation_sets_db_then_ssm_and_logs_in(converged, boto3_client, sandbox):
+@pytest.fixture(scope="module")
+def project_key_rotation(converged, boto3_client, sandbox):
+    """One rotation that creates the project's KMS key (PROJECT_KEY) and stores the URL with it, recorded once for
+    the tests that need it, in whatever order they run: (URL before, URL after, the run)."""
     old = stored_url(boto3_client)
     proc = run(converged, sandbox, "rotate (project key)", "-e",
                f'{{"ssm_secret_kms_key_create": true, "ssm_secret_kms_key_id": "{PROJECT_KEY}"}}',
                playbook="playbooks/rotate_app_password.yml")
+    return old, stored_url(boto3_client), proc
+
+
+@pytest.fixture(scope="module")
+def failed_rotation(project_key_rotation, converged, boto3_client, sandbox, tmp_path_factory):
+    """A rotation whose SSM write fails for real: the project key is disabled, and moto (patch 5 in
+    dbops/moto_server.py) refuses a SecureString with a disabled key, as AWS does. (URL before, URL after, the run,
+    the password it tried.)"""
+    kms = boto3_client("kms")
+    key_id = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]["KeyId"]
+    before = stored_url(boto3_client)
+    attempted = "Attempt" + "x" * 18 + "Rotate9"  # supplied, so the leak test can search for it too
+    SUPPLIED.append(attempted)
+    extra = tmp_path_factory.mktemp("failed-rotation") / "vars.yml"
+    extra.write_text(f"ssm_secret_new_app_password: {attempted}\nssm_secret_kms_key_id: {PROJECT_KEY}\n")
+    kms.disable_key(KeyId=key_id)
+    try:
+        proc = run(converged, sandbox, "rotate with a disabled key (fails)", "-e", f"@{extra}",
+                   playbook="playbooks/rotate_app_password.yml")
+    finally:
+        kms.enable_key(KeyId=key_id)
+    return before, stored_url(boto3_client), proc, attempted
+
+
+def test_rotation_sets_db_then_ssm_and_logs_in(project_key_rotation, boto3_client):
+    old, new, proc = project_key_rotation
     assert proc.returncode == 0, proc.stdout[-4000:]
-    new = stored_url(boto3_client)
     assert new["Version"] == old["Version"] + 1
     assert len(url_password(new["Value"])) == 32
     assert url_password(new["Value"]) != url_password(old["Value"]), "the password did not change"
@@ -237,27 +267,12 @@ def test_rotation_sets_db_then_ssm_and_logs_in(converged, boto3_client, sandbox)
     assert meta["KeyId"] == PROJECT_KEY and meta["Type"] == "SecureString"
 
 
-def test_failed_ssm_write_puts_the_old_password_back(converged, boto3_client, sandbox, tmp_path):
-    """The SSM write fails for real: the project key is disabled, and moto (patch 5 in
-    dbops/moto_server.py) refuses a SecureString with a disabled key, as AWS does."""
-    kms = boto3_client("kms")
-    key_id = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]["KeyId"]
-    before = stored_url(boto3_client)
-    attempted = "Attempt" + "x" * 18 + "Rotate9"  # supplied, so the leak test can search for it too
-    SUPPLIED.append(attempted)
-    extra = tmp_path / "vars.yml"
-    extra.write_text(f"ssm_secret_new_app_password: {attempted}\nssm_secret_kms_key_id: {PROJECT_KEY}\n")
-    kms.disable_key(KeyId=key_id)
-    try:
-        proc = run(converged, sandbox, "rotate with a disabled key (fails)", "-e", f"@{extra}",
-                   playbook="playbooks/rotate_app_password.yml")
-    finally:
-        kms.enable_key(KeyId=key_id)
+def test_failed_ssm_write_puts_the_old_password_back(failed_rotation):
+    before, after, proc, attempted = failed_rotation
     assert proc.returncode != 0
     assert "failed at 'store | Store DATABASE_URL as a SecureString'" in proc.stdout, proc.stdout[-4000:]
     assert "SSM still holds the old password, and the old password was put back in the database" in proc.stdout
     assert recap(proc.stdout)["rescued"] == 1
-    after = stored_url(boto3_client)
     assert after["Version"] == before["Version"]
     assert after["Value"] == before["Value"], "SSM no longer holds the old URL"
     app_connect(after["Value"]).close()  # nobody is locked out
@@ -315,15 +330,20 @@ def test_iam_authentication_flag_and_login_role(converged, boto3_client, sandbox
 
 
 # --- the leak test ----------------------------------------------------------------------
-def test_site_and_verify_after_rotation(converged, sandbox):
-    proc = run(converged, sandbox, "site")
-    assert proc.returncode == 0, proc.stdout[-4000:]
+@pytest.fixture(scope="module")
+def site_after_rotation(project_key_rotation, converged, sandbox):
+    """site.yml, then verify.yml, after the rotation with the project key: (site run, verify run)."""
+    return run(converged, sandbox, "site"), run(converged, sandbox, "verify", playbook="playbooks/verify.yml")
+
+
+def test_site_and_verify_after_rotation(site_after_rotation):
+    site, verify = site_after_rotation
+    assert site.returncode == 0, site.stdout[-4000:]
     assert re.search(r"PASS\s+App connects as app_user, not the admin\s+user app_user, over TLSv1\.\d \(sslmode=verify-full\)",
-                     proc.stdout)
-    assert re.search(r"PASS\s+App's URL verifies the server \(rds-ca-rsa2048-g1\)\s+certificate chains to ", proc.stdout)
-    proc = run(converged, sandbox, "verify", playbook="playbooks/verify.yml")
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert recap(proc.stdout)["changed"] == 0
+                     site.stdout)
+    assert re.search(r"PASS\s+App's URL verifies the server \(rds-ca-rsa2048-g1\)\s+certificate chains to ", site.stdout)
+    assert verify.returncode == 0, verify.stdout[-4000:]
+    assert recap(verify.stdout)["changed"] == 0
 
 
 def every_password(local_stack, boto3_client) -> set[str]:
@@ -342,11 +362,10 @@ def every_password(local_stack, boto3_client) -> set[str]:
     return {s for s in found if len(s) >= 16}
 
 
-def test_no_password_in_any_output_or_written_file(converged, boto3_client, sandbox):
-    labels = [label for label, _ in RUNS]
-    for needed in ("site", "verify", "rotate (project key)", "rotate with a disabled key (fails)"):
-        assert needed in labels, f"the leak test needs the run '{needed}' (run the whole module)"
-    passwords = every_password(converged, boto3_client)
+def leak_hits(local_stack, boto3_client, sandbox) -> list[str]:
+    """Where any password appears: the output of every run so far, the sandbox, the stack's files (but its
+    admin_password file) and every repository file written since the module started."""
+    passwords = every_password(local_stack, boto3_client)
     # admin (locally also the master kept in SSM), >= 2 app passwords, the supplied one
     assert len(passwords) >= 4, f"only {len(passwords)} passwords found"
     needles = {}
@@ -358,7 +377,7 @@ def test_no_password_in_any_output_or_written_file(converged, boto3_client, sand
         for needle in needles:
             if needle.decode() in output:
                 hits.append(f"output of run '{label}'")
-    stack_dir = Path(converged["dir"])
+    stack_dir = Path(local_stack["dir"])
     files = [p for p in sandbox.rglob("*") if p.is_file()]
     files += [p for p in stack_dir.rglob("*") if p.is_file() and p.name != "admin_password"]
     files += [p for p in REPO_ROOT.rglob("*")
@@ -371,6 +390,24 @@ def test_no_password_in_any_output_or_written_file(converged, boto3_client, sand
         for needle in needles:
             if needle in data:
                 hits.append(str(path))
-    assert not hits, "a password appeared in: " + ", ".join(sorted(set(hits)))
+    return sorted(set(hits))
+
+
+@pytest.fixture(scope="module")
+def searched_again_after_the_module(converged, boto3_client, sandbox):
+    """The module's tests run in any order: the runs of those after the leak test are searched when the module ends
+    (a hit fails as an error at teardown)."""
+    yield
+    hits = leak_hits(converged, boto3_client, sandbox)
+    assert not hits, "a password appeared in: " + ", ".join(hits)
+
+
+@pytest.mark.usefixtures("searched_again_after_the_module")
+def test_no_password_in_any_output_or_written_file(converged, boto3_client, sandbox, site_after_rotation, failed_rotation):
+    labels = [label for label, _ in RUNS]
+    for needed in ("site", "verify", "rotate (project key)", "rotate with a disabled key (fails)"):
+        assert needed in labels, labels
+    hits = leak_hits(converged, boto3_client, sandbox)
+    assert not hits, "a password appeared in: " + ", ".join(hits)
     # the scope really was searched: the sandbox holds Ansible's log and temp dirs
     assert (sandbox / "ansible.log").stat().st_size > 0
