@@ -172,8 +172,8 @@ def count_rows(cur, schema, table):
 
 def _refusal(target, rows, max_live_rows, names):
     return ("%s holds %d rows (more than max_live_rows %d) and is served by %s. A deferred load drops %s until the "
-            "build ends: meanwhile the app's searches are exact scans (correct, but each reads the whole table; "
-            "docs/vector-search.md gives the figure) and a build on this many rows takes minutes. Either load in place "
+            "build ends: meanwhile the app's searches are exact scans (correct, but each reads the whole table: at "
+            "20,000 x 1536 rows about 110 ms against 1.4 ms with the index, docs/vector-search.md). Either load in place "
             "(in_place / pgvector_load_in_place: true: the index stays, every row pays an HNSW insert, several times "
             "slower), or accept the exact scans (allow_live / pgvector_load_allow_live: true)."
             % (target, rows, max_live_rows, ", ".join(names), "it" if len(names) == 1 else "them"))
