@@ -37,12 +37,12 @@ def _count(n):
 class ProgressFile(object):
     """Appends progress lines to a file (flushed at once); a no-op without a path."""
 
-    def __init__(self, path, also=None):
+    def __init__(self, path, also=None, fresh=True):
         self.path = path
         self.also = also  # another callable taking the line (e.g. a print to stderr)
         self.started = time.monotonic()
-        if path:
-            open(path, "w").close()  # a fresh file per job
+        if path and fresh:
+            open(path, "w").close()  # a fresh file per job; fresh=False: a later step of the same job appends
 
     def elapsed(self):
         return time.monotonic() - self.started

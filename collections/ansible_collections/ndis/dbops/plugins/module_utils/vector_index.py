@@ -455,7 +455,10 @@ def build_settings(plan, maintenance_work_mem=None, max_memory="2GB", parallel_w
     else:
         mwm = min(build_memory_kb(d, plan["params"], plan["rows"], plan["dims"]), parse_memory(max_memory))
         mwm = max(mwm, 64 * 1024)
-    settings = [("maintenance_work_mem", format_kb(mwm)), ("statement_timeout", "%ds" % int(timeout) if timeout else "0")]
+    # client_connection_check_interval: a build whose client died (a killed job or load) is cancelled within seconds
+    # instead of building on for an hour; the INVALID index it leaves is rebuilt by the next run.
+    settings = [("maintenance_work_mem", format_kb(mwm)), ("statement_timeout", "%ds" % int(timeout) if timeout else "0"),
+                ("client_connection_check_interval", "2s")]
     if parallel_workers is not None:
         settings.append(("max_parallel_maintenance_workers", int(parallel_workers)))
     return settings
@@ -526,8 +529,12 @@ def _public_plan(plan):
 
 def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=False, allow_rebuild=False,
                    ivfflat_min_rows=1000, stale_factor=2.0, maintenance_work_mem=None, maintenance_work_mem_max="2GB",
-                   parallel_workers=None, build_timeout=3600, check_mode=False, progress_file="", progress_interval=10):
+                   parallel_workers=None, build_timeout=3600, check_mode=False, progress_file="", progress_interval=10,
+                   progress=None):
     """Bring the declared vector indexes to their declaration.
+
+    ``progress``: a progress.ProgressFile to write the build lines to (a caller's own job, vector_load), instead of a
+    fresh one at ``progress_file``.
 
     Returns {changed, queries, indexes: [plan...], extension: {installed, available}, deferred, problems, diff}.
     """
@@ -561,8 +568,8 @@ def ensure_indexes(conn_params, indexes, min_version="0.5.0", update_extension=F
                 else:
                     settings = build_settings(p, maintenance_work_mem, maintenance_work_mem_max, parallel_workers, build_timeout)
                     p["settings"] = dict(settings)
-                    result["queries"].extend(apply_plan(conn, p, settings, ProgressFile(progress_file) if progress_file else None,
-                                                        conn_params, progress_interval))
+                    lines = progress or (ProgressFile(progress_file) if progress_file else None)
+                    result["queries"].extend(apply_plan(conn, p, settings, lines, conn_params, progress_interval))
                 after.append(p["sql"].replace("CREATE INDEX CONCURRENTLY", "CREATE INDEX"))
             else:
                 after.append(before[-1])
