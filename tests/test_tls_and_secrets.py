@@ -193,6 +193,12 @@ def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
      "the app user (dbadmin) must not be the admin (dbadmin)"),
     ("short supplied app password", ["-e", "ssm_secret_new_app_password=Short1234567"],
      "the supplied app password (ssm_secret_new_app_password) has fewer than 16 characters"),
+    ("hostile app user name", ["-e", json.dumps({"app_db_user": 'app"; DROP TABLE embeddings; --'})],
+     "(postgres_db_app_user, from app_db_user) is not a plain PostgreSQL identifier"),
+    ("reserved database name, check mode", ["--check", "-e", "app_db_name=select"],
+     "(postgres_db_name, from app_db_name) is not a plain PostgreSQL identifier"),
+    ("derived role name too long", ["-e", "app_db_name=" + "n" * 60],
+     "(postgres_db_owner_role, <database>_owner) is not a plain PostgreSQL identifier"),
 ])
 def test_bad_input_is_rejected_before_any_change(converged, boto3_client, sandbox, label, args, message):
     before = state(converged, boto3_client)
