@@ -230,7 +230,9 @@ def project_key_rotation(converged, boto3_client, sandbox):
     proc = run(converged, sandbox, "rotate (project key)", "-e",
                f'{{"ssm_secret_kms_key_create": true, "ssm_secret_kms_key_id": "{PROJECT_KEY}"}}',
                playbook="playbooks/rotate_app_password.yml")
-    return old, stored_url(boto3_client), proc
+    # the parameter's key as the rotation left it: a later site run stores the URL with the inventory's key again
+    meta = boto3_client("ssm").describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [URL_NAME]}])["Parameters"][0]
+    return old, stored_url(boto3_client), proc, meta
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +257,7 @@ def failed_rotation(project_key_rotation, converged, boto3_client, sandbox, tmp_
 
 
 def test_rotation_sets_db_then_ssm_and_logs_in(project_key_rotation, boto3_client):
-    old, new, proc = project_key_rotation
+    old, new, proc, meta = project_key_rotation
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert new["Version"] == old["Version"] + 1
     assert len(url_password(new["Value"])) == 32
@@ -265,11 +267,10 @@ def test_rotation_sets_db_then_ssm_and_logs_in(project_key_rotation, boto3_clien
     with pytest.raises(psycopg2.OperationalError):
         app_connect(old["Value"])
     # the project key was created, tagged, and encrypts the parameter
-    kms, ssm = boto3_client("kms"), boto3_client("ssm")
+    kms = boto3_client("kms")
     key = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]
     tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key["KeyId"])["Tags"]}
     assert tags == {"app": "ndis-chatbot", "env": "local"}
-    meta = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [URL_NAME]}])["Parameters"][0]
     assert meta["KeyId"] == PROJECT_KEY and meta["Type"] == "SecureString"
 
 
