@@ -7,6 +7,7 @@ import datetime
 
 import pytest
 
+from ansible_collections.ndis.dbops.plugins.filter.health import rotation_schedule
 from ansible_collections.ndis.dbops.plugins.module_utils import health as h
 
 PGSS_ROWS = [  # PostgreSQL 13+ column names, as SELECT * FROM pg_stat_statements returns them
@@ -133,6 +134,33 @@ def test_restore_test_against_its_cadence():
     failed = dict(record, result="FAIL", problems=["row count of public.embeddings: 10 != 12"])
     bad = h.restore_test_check(failed, utc("2026-12-03 11:00"), utc("2026-12-03 12:00"), since)
     assert bad["status"] == h.FAIL and "row count of public.embeddings" in bad["detail"]
+
+
+def test_database_url_age_against_the_rotation_cadence():
+    written = utc("2026-11-01 17:00")
+    fresh = h.url_age_check(written, utc("2026-11-20 12:00"), every_days=30, grace_hours=48)
+    assert fresh["status"] == h.PASS and "the next rotation is due 2026-12-01 17:00 UTC (every 30 d)" in fresh["detail"]
+    within_grace = h.url_age_check(written, utc("2026-12-03 16:00"), every_days=30, grace_hours=48)
+    assert within_grace["status"] == h.PASS, within_grace  # due, but the runner has until the grace runs out
+    late = h.url_age_check(written, utc("2026-12-04 17:00"), every_days=30, grace_hours=48)
+    assert late["status"] == h.FAIL and "the rotation due 2026-12-01 17:00 UTC (every 30 d) is 3.0 d late (grace 2.0 d)" \
+        in late["detail"], late
+    assert "playbooks/rotate_app_password.yml" in late["detail"]
+    none = h.url_age_check(written, utc("2027-06-01 00:00"), every_days=0)
+    assert none["status"] == h.INFO and "no rotation cadence is set" in none["detail"]
+    assert h.url_age_check(None, utc("2026-12-01 00:00"), every_days=30)["status"] == h.FAIL
+
+
+def test_the_schedules_rotation_is_due_when_the_url_is_as_old_as_the_cadence():
+    """What rotate_when_due decides (the rotation_schedule filter): due from the cadence on, an hour early allowed
+    for the runner's tick; without a cadence never."""
+    written = "2026-11-01T17:30:05+00:00"
+    early = rotation_schedule(written, 30, now=utc("2026-11-20 17:30"))
+    assert early == {"due_at": "2026-12-01 17:30 UTC", "due": False, "age_hours": 456.0}
+    assert rotation_schedule(written, 30, now=utc("2026-12-01 17:00"))["due"] is True  # the daily tick, a little early
+    assert rotation_schedule(written, 30, now=utc("2026-12-01 15:00"))["due"] is False
+    assert rotation_schedule(written, 0, now=utc("2027-12-01 15:00")) == {"due_at": "", "due": False, "age_hours": 9477.5}
+    assert rotation_schedule("", 30)["due"] is False  # nothing stored: the playbook's own check says so
 
 
 def test_connections_and_vacuum():

@@ -104,6 +104,9 @@ def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_pat
     assert "20260101000000_init" in out and "20260102000000_note_title" in out
     assert query(db, "SELECT to_regclass('_prisma_migrations')") == [(None,)]
 
+    # what postgres_db's default privileges do for the app group, here for PUBLIC: every table the owner creates is the app's
+    query(db, f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owned_db["owner"]}" IN SCHEMA public '
+              "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO PUBLIC")
     rc, out = _ansible(pb, "-vvv")
     outputs.append(out)
     assert rc == 0, out
@@ -113,6 +116,9 @@ def test_prisma_deploy_check_apply_fail_refuse(prisma_project, owned_db, tmp_pat
     assert _prisma_rows(db) == [("20260101000000_init", True, False), ("20260102000000_note_title", True, False)]
     owners = query(db, "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
     assert owners == [("_prisma_migrations", owned_db["owner"]), ("notes", owned_db["owner"])]
+    # the app's tables are the app's; the history is not (an app that could write it could make a deploy skip a migration)
+    assert query(db, "SELECT has_table_privilege('public', 'notes', 'INSERT'), "
+                     "has_table_privilege('public', '_prisma_migrations', 'SELECT')") == [(True, False)]
 
     rc, out = _ansible(pb)
     assert rc == 0 and _result(out)["changed"] is False and "changed=0" in out, out

@@ -1,5 +1,6 @@
 """ndis.dbops.pg_database and its engine (module_utils/pg_access.py) against the real embedded
-PostgreSQL: roles, membership, database, app user password, privileges both ways, check mode."""
+PostgreSQL: roles, membership, database, the app group and its two logins, the password of the login the
+stored URL uses, retired logins, privileges both ways (and none on the project's own tables), check mode."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def env(local_stack, pg_admin_dsn):
     pg = local_stack["pg"]
     tag = uuid.uuid4().hex[:8]
     spec = dict(name=f"acc_{tag}", owner=f"acc_{tag}_owner", schema="public", app_user=f"acc_app_{tag}",
+                app_alternate_user=f"acc_app_{tag}_clone", app_group=f"acc_{tag}_app",
                 app_password="Pw-" + uuid.uuid4().hex, app_connection_limit=20,
                 app_settings={"statement_timeout": "30s"}, app_comment="app login",
                 owner_comment="owns it", app_table_privileges=["SELECT", "INSERT", "UPDATE", "DELETE"],
@@ -46,8 +48,8 @@ def env(local_stack, pg_admin_dsn):
                    f"{base} dbname={spec['name']} user={user or pg['user']} "
                    f"password={password or local_stack['admin_password']}"))
     sql(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{spec["name"]}" WITH (FORCE)')
-    for role in (spec["app_user"], spec["readonly_role"], spec["owner"]):
-        sql(pg_admin_dsn, f'DROP ROLE IF EXISTS "{role}"')
+    for role in sql(pg_admin_dsn, f"SELECT rolname FROM pg_roles WHERE rolname LIKE 'acc\\_%{tag}%' ORDER BY 1", fetch=True):
+        sql(pg_admin_dsn, f'DROP ROLE IF EXISTS "{role[0]}"')
 
 
 def catalog(dsn, spec):
@@ -56,12 +58,15 @@ def catalog(dsn, spec):
         SELECT json_build_object(
           'roles', (SELECT json_agg(json_build_object('n', rolname, 'login', rolcanlogin, 'limit', rolconnlimit,
                                                       'pw', rolpassword IS NOT NULL) ORDER BY rolname)
-                      FROM pg_authid WHERE rolname IN ('{spec["owner"]}', '{spec["app_user"]}', '{spec["readonly_role"]}')),
+                      FROM pg_authid WHERE rolname IN ('{spec["owner"]}', '{spec["app_user"]}', '{spec["readonly_role"]}',
+                                                       '{spec["app_alternate_user"]}', '{spec["app_group"]}')),
           'db', (SELECT json_agg(datname) FROM pg_database WHERE datname = '{spec["name"]}'),
           'members', (SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                        WHERE g.rolname = '{spec["owner"]}'),
-          'settings', (SELECT json_agg(setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-                        WHERE r.rolname = '{spec["app_user"]}'))""", fetch=True)[0][0]
+          'group', (SELECT json_agg(u.rolname ORDER BY u.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                     JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = '{spec["app_group"]}'),
+          'settings', (SELECT json_agg(setconfig ORDER BY r.rolname) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                        WHERE r.rolname IN ('{spec["app_user"]}', '{spec["app_alternate_user"]}')))""", fetch=True)[0][0]
 
 
 def test_check_apply_check_repeat_on_a_fresh_server(env):
@@ -71,7 +76,8 @@ def test_check_apply_check_repeat_on_a_fresh_server(env):
     assert r1["changed"] and not r1["database_exists"]
     assert catalog(env["admin_dsn"], spec) == before, "check mode changed the catalog"
     assert f'CREATE DATABASE "{spec["name"]}" OWNER "{spec["owner"]}" ENCODING \'UTF8\'' in r1["queries"]
-    assert any(q.startswith(f'GRANT CONNECT ON DATABASE {spec["name"]} TO {spec["app_user"]}') for q in r1["queries"])
+    assert any(q.startswith(f'GRANT CONNECT ON DATABASE {spec["name"]} TO {spec["app_group"]}') for q in r1["queries"])
+    assert not any(spec["app_user"] in q and q.startswith("GRANT CONNECT") for q in r1["queries"]), "a login holds privileges"
     r2 = pg_access.converge(conn, spec)
     assert r2["changed"] and r2["database_exists"]
     # what check mode listed for the cluster level is exactly what ran
@@ -82,73 +88,142 @@ def test_check_apply_check_repeat_on_a_fresh_server(env):
     assert not r4["changed"] and r4["queries"] == []
     after = catalog(env["admin_dsn"], spec)
     assert after["db"] == [spec["name"]] and after["members"] == 1
-    assert after["settings"] == [["statement_timeout=30s"]]
-    assert {r["n"]: (r["login"], r["limit"]) for r in after["roles"]} == {
-        spec["owner"]: (False, -1), spec["app_user"]: (True, 20), spec["readonly_role"]: (False, -1)}
+    assert after["settings"] == [["statement_timeout=30s"], ["statement_timeout=30s"]]  # both logins
+    assert after["group"] == sorted([spec["app_user"], spec["app_alternate_user"]])
+    assert {r["n"]: (r["login"], r["limit"], r["pw"]) for r in after["roles"]} == {
+        spec["owner"]: (False, -1, False), spec["app_user"]: (True, 20, True), spec["readonly_role"]: (False, -1, False),
+        spec["app_group"]: (False, -1, False),
+        spec["app_alternate_user"]: (True, 20, False)}  # a new alternate login has no password: nothing logs in as it
 
 
-def test_app_user_gets_dml_not_ddl_and_privileges_converge_both_ways(env):
-    spec, conn = env["spec"], env["conn"]
+def test_app_logins_get_dml_not_ddl_and_privileges_converge_both_ways(env):
+    spec, conn = dict(env["spec"], app_table_exceptions={"history": []}), env["conn"]
     pg_access.converge(conn, spec)
     owner_dsn = env["db_dsn"]()
-    sql(owner_dsn, f'SET ROLE "{spec["owner"]}"', "CREATE TABLE items (id bigserial PRIMARY KEY, body text)")
+    sql(owner_dsn, f'SET ROLE "{spec["owner"]}"', "CREATE TABLE items (id bigserial PRIMARY KEY, body text)",
+        "CREATE TABLE history (version text PRIMARY KEY)")
     app_dsn = env["db_dsn"](spec["app_user"], spec["app_password"])
     sql(app_dsn, "INSERT INTO items (body) VALUES ('x')", "UPDATE items SET body = 'y'", "SELECT * FROM items")
     with pytest.raises(psycopg2.Error) as ei:
         sql(app_dsn, "CREATE TABLE nope (id int)")
     assert ei.value.pgcode == "42501"
-    # drift by hand, in every direction the module covers
-    sql(owner_dsn,
-        f'REVOKE SELECT ON items FROM "{spec["app_user"]}"',
-        f'GRANT TRUNCATE ON items TO "{spec["app_user"]}"',
-        f'GRANT UPDATE ON SEQUENCE items_id_seq TO "{spec["app_user"]}"',
-        f'GRANT INSERT ON items TO "{spec["readonly_role"]}"',
-        "GRANT CREATE ON SCHEMA public TO PUBLIC",
-        f'GRANT TEMPORARY ON DATABASE "{spec["name"]}" TO "{spec["app_user"]}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA public REVOKE DELETE ON TABLES FROM "{spec["app_user"]}"')
+    app, clone, group, ro = spec["app_user"], spec["app_alternate_user"], spec["app_group"], spec["readonly_role"]
+    # the owner's default privileges handed the new tables to the group, the project's own table too
     plan = pg_access.converge(conn, spec, check_mode=True)
-    app, ro = spec["app_user"], spec["readonly_role"]
+    assert plan["queries"] == [f'REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLE "public"."history" FROM "{group}"',
+                               f'REVOKE SELECT ON TABLE "public"."history" FROM "{ro}"']
+    pg_access.converge(conn, spec)
+    with pytest.raises(psycopg2.Error) as ei:
+        sql(app_dsn, "SELECT * FROM history")
+    assert ei.value.pgcode == "42501"
+    # drift by hand, in every direction the module covers: on the group, and granted to one login directly
+    sql(owner_dsn,
+        f'REVOKE SELECT ON items FROM "{group}"',
+        f'GRANT TRUNCATE ON items TO "{group}"',
+        f'GRANT INSERT ON history TO "{group}"',
+        f'GRANT UPDATE ON SEQUENCE items_id_seq TO "{clone}"',
+        f'GRANT SELECT ON history TO "{app}"',
+        f'GRANT INSERT ON items TO "{ro}"',
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+        f'GRANT TEMPORARY ON DATABASE "{spec["name"]}" TO "{app}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA public REVOKE DELETE ON TABLES FROM "{group}"')
+    plan = pg_access.converge(conn, spec, check_mode=True)
     assert sorted(plan["queries"]) == sorted([
         f'REVOKE TEMPORARY ON DATABASE "{spec["name"]}" FROM "{app}"',
         'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC',
-        f'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "{app}"',
-        f'REVOKE TRUNCATE ON ALL TABLES IN SCHEMA "public" FROM "{app}"',
-        f'REVOKE INSERT ON ALL TABLES IN SCHEMA "public" FROM "{ro}"',
-        f'REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA "public" FROM "{app}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA "public" GRANT DELETE ON TABLES TO "{app}"',
+        # the group's privileges differ between tables: statements name the tables
+        f'GRANT SELECT ON TABLE "public"."items" TO "{group}"',
+        f'REVOKE INSERT ON TABLE "public"."history" FROM "{group}"',
+        f'REVOKE TRUNCATE ON TABLE "public"."items" FROM "{group}"',
+        f'REVOKE SELECT ON ALL TABLES IN SCHEMA "public" FROM "{app}"',
+        f'REVOKE INSERT ON TABLE "public"."items" FROM "{ro}"',
+        f'REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA "public" FROM "{clone}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{spec["owner"]}" IN SCHEMA "public" GRANT DELETE ON TABLES TO "{group}"',
     ]), plan["queries"]
     assert "items lacks SELECT" in plan["diff"]["before"] and "items has TRUNCATE" in plan["diff"]["before"]
+    assert f"{group} on 2 tables in public: SELECT, INSERT, UPDATE, DELETE; history: -" in plan["diff"]["after"]
     fixed = pg_access.converge(conn, spec)
     assert sorted(fixed["queries"]) == sorted(plan["queries"])
     assert not pg_access.converge(conn, spec, check_mode=True)["changed"]
-    row = sql(owner_dsn, f"""SELECT has_table_privilege('{app}', 'items', 'SELECT'),
-                                    has_table_privilege('{app}', 'items', 'TRUNCATE'),
-                                    has_table_privilege('{ro}', 'items', 'INSERT'),
-                                    has_table_privilege('{ro}', 'items', 'SELECT'),
-                                    has_schema_privilege('{app}', 'public', 'CREATE')""", fetch=True)[0]
-    assert row == (True, False, False, True, False)
+    checks = """SELECT has_table_privilege('{r}', 'items', 'SELECT, INSERT, UPDATE, DELETE'),
+                       has_table_privilege('{r}', 'items', 'TRUNCATE'),
+                       has_table_privilege('{r}', 'history', 'SELECT') OR has_table_privilege('{r}', 'history', 'INSERT'),
+                       has_schema_privilege('{r}', 'public', 'CREATE'),
+                       has_sequence_privilege('{r}', 'items_id_seq', 'UPDATE')"""
+    got = {r: sql(owner_dsn, checks.format(r=r), fetch=True)[0] for r in (app, clone)}
+    assert got[app] == got[clone] == (True, False, False, False, False)  # the same, through the group
+    row = sql(owner_dsn, f"""SELECT has_table_privilege('{ro}', 'items', 'INSERT'),
+                                    has_table_privilege('{ro}', 'items', 'SELECT')""", fetch=True)[0]
+    assert row == (False, True)
 
 
 def test_password_is_compared_by_login_and_sent_as_a_scram_verifier(env):
     spec, conn = env["spec"], env["conn"]
+    app, clone, group = spec["app_user"], spec["app_alternate_user"], spec["app_group"]
     pg_access.converge(conn, spec)
     # a revoked CONNECT does not look like a wrong password
-    sql(env["admin_dsn"], f'REVOKE CONNECT ON DATABASE "{spec["name"]}" FROM "{spec["app_user"]}"')
+    sql(env["admin_dsn"], f'REVOKE CONNECT ON DATABASE "{spec["name"]}" FROM "{group}"')
     plan = pg_access.converge(conn, spec, check_mode=True)
-    assert plan["queries"] == [f'GRANT CONNECT ON DATABASE "{spec["name"]}" TO "{spec["app_user"]}"']
+    assert plan["queries"] == [f'GRANT CONNECT ON DATABASE "{spec["name"]}" TO "{group}"']
     pg_access.converge(conn, spec)
     new = dict(spec, app_password="New-" + uuid.uuid4().hex)
     plan = pg_access.converge(conn, new, check_mode=True)
-    assert plan["queries"] == [f"ALTER ROLE \"{spec['app_user']}\" PASSWORD '********'"]
+    assert plan["queries"] == [f"ALTER ROLE \"{app}\" PASSWORD '********'"]
     assert new["app_password"] not in json.dumps(plan)
     done = pg_access.converge(conn, new)
     assert new["app_password"] not in json.dumps(done)
-    stored = sql(env["admin_dsn"], f"SELECT rolpassword FROM pg_authid WHERE rolname = '{spec['app_user']}'", fetch=True)
+    stored = sql(env["admin_dsn"], f"SELECT rolpassword FROM pg_authid WHERE rolname = '{app}'", fetch=True)
     assert stored[0][0].startswith("SCRAM-SHA-256$4096:")
-    sql(env["db_dsn"](spec["app_user"], new["app_password"]), "SELECT 1")
+    sql(env["db_dsn"](app, new["app_password"]), "SELECT 1")
     with pytest.raises(psycopg2.OperationalError):
-        sql(env["db_dsn"](spec["app_user"], spec["app_password"]), "SELECT 1")
+        sql(env["db_dsn"](app, spec["app_password"]), "SELECT 1")
     assert not pg_access.converge(conn, new)["changed"]
+    # the stored URL moved to the alternate login: its password is set, app_user's is left as it was
+    moved = dict(new, app_password="Alt-" + uuid.uuid4().hex, app_login=clone)
+    assert pg_access.converge(conn, moved)["queries"] == [f"ALTER ROLE \"{clone}\" PASSWORD '********'"]
+    sql(env["db_dsn"](clone, moved["app_password"]), "SELECT 1")
+    sql(env["db_dsn"](app, new["app_password"]), "SELECT 1")  # the previous URL still logs in
+    assert not pg_access.converge(conn, moved)["changed"]
+
+
+def test_logins_no_longer_declared_are_retired(env):
+    """A renamed app user leaves no live login: the previous ones lose LOGIN, the group, their direct privileges and
+    their sessions, in check mode only listed; renamed back, the first ones come back and the others go."""
+    spec, conn = env["spec"], env["conn"]
+    pg_access.converge(conn, spec)
+    old, old_clone, group = spec["app_user"], spec["app_alternate_user"], spec["app_group"]
+    sql(env["db_dsn"](), "CREATE TABLE t_ret (id int)", f'ALTER TABLE t_ret OWNER TO "{spec["owner"]}"',
+        f'GRANT TRUNCATE ON t_ret TO "{old}"')
+    held = psycopg2.connect(env["db_dsn"](old, spec["app_password"]))  # a session of the app, open through the rename
+    renamed = dict(spec, app_user=old + "_v2", app_alternate_user=old + "_v2_clone")
+    try:
+        plan = pg_access.converge(conn, renamed, check_mode=True)
+        assert plan["retired"] == sorted([old, old_clone])
+        assert f'ALTER ROLE "{old}" NOLOGIN' in plan["queries"] and f'REVOKE "{group}" FROM "{old_clone}"' in plan["queries"]
+        assert any("pg_terminate_backend" in q and old in q for q in plan["queries"])
+        assert sql(env["admin_dsn"], f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{old}'", fetch=True) == [(True,)]
+        done = pg_access.converge(conn, renamed)
+        assert done["retired"] == sorted([old, old_clone])
+        row = sql(env["db_dsn"](), f"""SELECT r.rolcanlogin, pg_has_role(r.oid, '{group}', 'MEMBER'),
+                                             has_table_privilege(r.oid, 't_ret', 'TRUNCATE'),
+                                             has_database_privilege(r.oid, current_database(), 'CONNECT'),
+                                             shobj_description(r.oid, 'pg_authid')
+                                        FROM pg_roles r WHERE r.rolname = '{old}'""", fetch=True)[0]
+        assert row[:4] == (False, False, False, False) and row[4].startswith("Retired")
+        with pytest.raises(psycopg2.Error):  # its session was ended
+            with held.cursor() as cur:
+                cur.execute("SELECT 1")
+        with pytest.raises(psycopg2.OperationalError, match="not permitted to log in"):
+            sql(env["db_dsn"](old, spec["app_password"]), "SELECT 1")
+        sql(env["db_dsn"](renamed["app_user"], spec["app_password"]), "SELECT 1")
+        again = pg_access.converge(conn, renamed)
+        assert not again["changed"] and again["retired"] == [], again["queries"]
+        back = pg_access.converge(conn, spec)
+        assert back["retired"] == sorted([renamed["app_user"], renamed["app_alternate_user"]])
+        sql(env["db_dsn"](old, spec["app_password"]), "INSERT INTO t_ret VALUES (1)")
+        assert not pg_access.converge(conn, spec)["changed"]
+    finally:
+        held.close()
 
 
 def test_verifier_format_and_non_ascii_fallback():
@@ -219,7 +294,7 @@ def test_iam_login_role_has_rds_iam_and_only_the_app_users_privileges(env):
         assert any(q == f'GRANT "rds_iam" TO "{spec["iam_user"]}"' for q in planned["queries"]), planned["queries"]
         pg_access.converge(conn, spec)
         sql(env["db_dsn"](), "CREATE TABLE t_iam (id int)", f'ALTER TABLE t_iam OWNER TO "{spec["owner"]}"')
-        assert pg_access.converge(conn, spec)["changed"]  # the new table's grants, for both logins
+        assert pg_access.converge(conn, spec)["changed"]  # the new table's direct grants to the IAM login, revoked
         again = pg_access.converge(conn, spec)
         assert not again["changed"], again["queries"]
         iam, app = spec["iam_user"], spec["app_user"]

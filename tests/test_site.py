@@ -237,7 +237,7 @@ def test_converge_changes_and_verifies(site_runs):
     run = recorded(site_runs, "converge")
     assert run.rc == 0, run.stdout[-6000:]
     assert run.recap["changed"] > 0
-    assert "VERIFY ndis-chatbot-local: 12/12 passed" in run.stdout
+    assert "VERIFY ndis-chatbot-local: 13/13 passed" in run.stdout
 
 
 def test_check_mode_on_fresh_stack_predicts_the_converge_exactly(site_runs):
@@ -324,7 +324,11 @@ def test_app_user_is_least_privilege(local_stack, boto3_client):
         assert cur.fetchone()[0] is False
         for ddl in ("CREATE TABLE t (id int)", "DROP TABLE embeddings", "ALTER TABLE embeddings ADD COLUMN x int",
                     "TRUNCATE embeddings", "DROP EXTENSION vector", "CREATE SCHEMA s",
-                    "CREATE INDEX ON embeddings (doc_id)"):
+                    "CREATE INDEX ON embeddings (doc_id)",
+                    # the migration history is the project's own: an app that can rewrite it can make the next
+                    # deploy skip or re-run a migration
+                    "SELECT * FROM schema_migrations", "DELETE FROM schema_migrations",
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ('9999', 'x.sql', 'x')"):
             with pytest.raises(psycopg2.Error) as failure:
                 cur.execute(ddl)
             assert failure.value.pgcode == "42501", f"{ddl}: {failure.value}"  # insufficient_privilege
@@ -381,7 +385,7 @@ def test_dry_run_predicts_drift_exactly(local_stack, boto3_client, extra_migrati
     conn = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("REVOKE USAGE ON SCHEMA public FROM app_user")
+        cur.execute("REVOKE USAGE ON SCHEMA public FROM ndis_chatbot_app")
         cur.execute("DROP INDEX embeddings_embedding_hnsw_cosine")
     extra = ("-e", f"migrations_dir={extra_migration}")
     try:

@@ -12,19 +12,41 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import string
+import subprocess
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import psycopg2
 import pytest
+import test_tls_drivers as driver_checks
 
-from conftest import REPO_ROOT, make_dsn
-from playbook_runner import recap, run_playbook
+from conftest import REPO_ROOT, execute, make_dsn
+from playbook_runner import changed_tasks, recap, run_playbook
+
+node_pg = driver_checks.node_pg  # the fixture: node-postgres from the committed lock file
+drivers = driver_checks.drivers
 
 URL_NAME = "/ndis-chatbot/local/DATABASE_URL"
 MASTER_NAME = "/ndis-chatbot/local/rds/master_password"
 PROJECT_KEY = "alias/ndis-chatbot-local-test"
+ALTERNATE = {"app_user": "app_user_clone", "app_user_clone": "app_user"}  # the app's two logins
+ROTATE = "playbooks/rotate_app_password.yml"
+NO_WAIT = ("-e", "rotate_app_password_min_hours=0")  # the tests rotate minutes apart
+REFUSED = "password authentication failed|SASL authentication failed"  # the server's words, and the TLS endpoint's
+NO_LOGIN = "not permitted to log in|no such user"  # a NOLOGIN role: the server's words, and the TLS endpoint's
+
+
+def logs_in(url: str) -> str:
+    """'ok', or the first line of the error: recorded in fixtures right after a run (later tests change passwords)."""
+    try:
+        app_connect(url).close()
+        return "ok"
+    except psycopg2.Error as e:
+        return str(e).strip().splitlines()[0]
 
 # (label, stdout+stderr) of every run, and passwords known only to the test (supplied ones)
 RUNS: list[tuple[str, str]] = []
@@ -60,6 +82,12 @@ def url_password(url: str) -> str:
     return re.match(r"postgres://[^:]+:([^@]+)@", url).group(1)
 
 
+def url_login(url: str) -> str:
+    user = re.match(r"postgres://([^:]+):", url).group(1)
+    assert user in ALTERNATE, user
+    return user
+
+
 def redact(url: str) -> str:
     """The URL without its password, for assertions (pytest prints compared values)."""
     return re.sub(r"(postgres://[^:]+:)[^@]+@", r"\1***@", url)
@@ -88,6 +116,36 @@ def app_connect(url: str, **overrides):
     return psycopg2.connect(url, connect_timeout=10, **overrides)
 
 
+class AppLoop:
+    """An app that keeps the URL it read: a new connection (and SELECT 1) every 0.2 s, from a thread, until stopped.
+    Counts the logins that worked and keeps the errors of those that did not."""
+
+    def __init__(self, url: str, every: float = 0.2):
+        self.url, self.every, self.ok, self.failures = url, every, 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                conn = psycopg2.connect(self.url, connect_timeout=5)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.close()
+                self.ok += 1
+            except psycopg2.Error as e:
+                self.failures.append(str(e).strip().splitlines()[0])
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def converged(local_stack, boto3_client, sandbox):
     names = [p["Name"] for p in boto3_client("ssm").describe_parameters()["Parameters"]]
@@ -100,14 +158,14 @@ def converged(local_stack, boto3_client, sandbox):
 # --- TLS --------------------------------------------------------------------------------
 def test_stored_url_connects_over_tls_and_plain_is_refused(converged, boto3_client):
     url = stored_url(boto3_client)["Value"]
-    ca = converged["tls"]["ca_file"]
-    assert redact(url) == (f"postgres://app_user:***@127.0.0.1:{converged['tls']['port']}/ndis_chatbot"
+    ca, user = converged["tls"]["ca_file"], url_login(url)  # either login: a rotation moves the URL between them
+    assert redact(url) == (f"postgres://{user}:***@127.0.0.1:{converged['tls']['port']}/ndis_chatbot"
                            f"?sslmode=verify-full&sslrootcert={ca}")
     conn = app_connect(url)  # verify-full against the stack's CA: the certificate names 127.0.0.1
     assert conn.info.ssl_in_use and conn.info.ssl_attribute("protocol").startswith("TLSv1.")
     with conn.cursor() as cur:
         cur.execute("SELECT current_user")
-        assert cur.fetchone()[0] == "app_user"
+        assert cur.fetchone()[0] == user
     conn.close()
     # as rds.force_ssl=1: a client without TLS is refused, whoever it is
     for dsn in (url.split("?")[0] + "?sslmode=disable",
@@ -141,44 +199,42 @@ def test_bundle_path_must_be_absolute_for_verify_modes(converged, boto3_client, 
 
 # --- grants converge --------------------------------------------------------------------
 def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
+    """The app group holds the app's privileges, the logins none of their own: drift on the group, a privilege
+    granted to one login directly, the readonly role, PUBLIC and the history table is all put right in one task."""
     db = make_dsn(converged, "ndis_chatbot")
     by_hand = [
-        "REVOKE SELECT, UPDATE ON embeddings FROM app_user",
-        "GRANT TRUNCATE ON embeddings TO app_user",
+        "REVOKE SELECT, UPDATE ON embeddings FROM ndis_chatbot_app",
+        "GRANT TRUNCATE ON embeddings TO app_user_clone",
         "GRANT CREATE ON SCHEMA public TO PUBLIC",
-        "REVOKE CONNECT ON DATABASE ndis_chatbot FROM app_user",
-        "ALTER DEFAULT PRIVILEGES FOR ROLE ndis_chatbot_owner IN SCHEMA public REVOKE INSERT ON TABLES FROM app_user",
+        "REVOKE CONNECT ON DATABASE ndis_chatbot FROM ndis_chatbot_app",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE ndis_chatbot_owner IN SCHEMA public REVOKE INSERT ON TABLES FROM ndis_chatbot_app",
         "REVOKE SELECT ON embeddings FROM ndis_chatbot_readonly",
         "ALTER ROLE app_user CONNECTION LIMIT 3",
+        "GRANT SELECT ON schema_migrations TO ndis_chatbot_app",
     ]
     checks = """
         SELECT has_table_privilege('app_user', 'embeddings', 'SELECT, INSERT, UPDATE, DELETE')
                  AND has_table_privilege('app_user', 'embeddings', 'SELECT')
                  AND has_table_privilege('app_user', 'embeddings', 'UPDATE'),
-               has_table_privilege('app_user', 'embeddings', 'TRUNCATE'),
+               has_table_privilege('app_user_clone', 'embeddings', 'SELECT')
+                 AND has_table_privilege('app_user_clone', 'embeddings', 'UPDATE'),
+               has_table_privilege('app_user_clone', 'embeddings', 'TRUNCATE'),
                has_schema_privilege('public', 'public', 'CREATE'),
                has_database_privilege('app_user', 'ndis_chatbot', 'CONNECT'),
                (SELECT count(*) FROM pg_default_acl d
                  WHERE d.defaclrole = 'ndis_chatbot_owner'::regrole AND d.defaclobjtype = 'r'
-                   AND array_to_string(d.defaclacl, ',') ~ 'app_user=arwd/'),
+                   AND array_to_string(d.defaclacl, ',') ~ 'ndis_chatbot_app=arwd/'),
                has_table_privilege('ndis_chatbot_readonly', 'embeddings', 'SELECT'),
-               (SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_user')
+               (SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_user'),
+               has_table_privilege('app_user_clone', 'schema_migrations', 'SELECT')
     """
-    with psycopg2.connect(db) as conn, conn.cursor() as cur:
-        cur.execute(checks)
-        assert cur.fetchone() == (True, False, False, True, 1, True, 50)
-        for statement in by_hand:
-            cur.execute(statement)
-        cur.execute(checks)
-        assert cur.fetchone() == (False, True, True, False, 0, False, 3)
-    conn.close()
+    assert execute(db, checks)[0] == (True, True, False, False, True, 1, True, 50, False)
+    execute(db, *by_hand)
+    assert execute(db, checks)[0] == (False, False, True, True, False, 0, False, 3, True)
     proc = run(converged, sandbox, "converge grants", "--tags", "postgres_db")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert recap(proc.stdout)["changed"] == 1  # ndis.dbops.pg_database converges all of it in one task
-    with psycopg2.connect(db) as conn, conn.cursor() as cur:
-        cur.execute(checks)
-        assert cur.fetchone() == (True, False, False, True, 1, True, 50)
-    conn.close()
+    assert execute(db, checks)[0] == (True, True, False, False, True, 1, True, 50, False)
 
 
 # --- bad input --------------------------------------------------------------------------
@@ -190,7 +246,7 @@ def test_grants_removed_or_added_by_hand_are_converged(converged, sandbox):
     ("kms key that does not exist", ["-e", "ssm_secret_kms_key_id=alias/no-such-key"],
      "KMS key alias/no-such-key does not exist in ap-southeast-2"),
     ("app user is the admin", ["-e", "app_db_user=dbadmin"],
-     "the app user (dbadmin) must not be the admin (dbadmin)"),
+     "the app user (dbadmin) and its alternate (dbadmin_clone) must not be the admin (dbadmin)"),
     ("short supplied app password", ["-e", "ssm_secret_new_app_password=Short1234567"],
      "the supplied app password (ssm_secret_new_app_password) has fewer than 16 characters"),
     ("hostile app user name", ["-e", json.dumps({"app_db_user": 'app"; DROP TABLE embeddings; --'})],
@@ -214,9 +270,11 @@ def test_bad_input_is_rejected_before_any_change(converged, boto3_client, sandbo
 # --- rotation ---------------------------------------------------------------------------
 def test_rotation_in_check_mode_changes_nothing(converged, boto3_client, sandbox):
     before, url = state(converged, boto3_client), stored_url(boto3_client)["Value"]
-    proc = run(converged, sandbox, "rotate --check", "--check", playbook="playbooks/rotate_app_password.yml")
+    proc = run(converged, sandbox, "rotate --check", "--check", *NO_WAIT, playbook=ROTATE)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "Would rotate the password of app_user" in proc.stdout
+    other = ALTERNATE[url_login(url)]
+    assert f"Would set a new password on {other} (the login /ndis-chatbot/local/DATABASE_URL does not use)" in proc.stdout
+    assert f"The current URL ({url_login(url)}) would keep working until the next rotation" in proc.stdout
     assert recap(proc.stdout)["changed"] == 1
     assert state(converged, boto3_client) == before
     app_connect(url).close()
@@ -224,15 +282,31 @@ def test_rotation_in_check_mode_changes_nothing(converged, boto3_client, sandbox
 
 @pytest.fixture(scope="module")
 def project_key_rotation(converged, boto3_client, sandbox):
-    """One rotation that creates the project's KMS key (PROJECT_KEY) and stores the URL with it, recorded once for
-    the tests that need it, in whatever order they run: (URL before, URL after, the run)."""
+    """One rotation that creates the project's KMS key (PROJECT_KEY) and stores the URL with it, while an app that
+    keeps the URL it read before opens a new connection every 0.2 s, through the rotation and for 20 s after it.
+    Recorded once for the tests that need it, in whatever order they run: (URL before, URL after, the run, the
+    parameter's metadata as the rotation left it, the app's loop)."""
     old = stored_url(boto3_client)
-    proc = run(converged, sandbox, "rotate (project key)", "-e",
-               f'{{"ssm_secret_kms_key_create": true, "ssm_secret_kms_key_id": "{PROJECT_KEY}"}}',
-               playbook="playbooks/rotate_app_password.yml")
+    with AppLoop(old["Value"]) as loop:
+        proc = run(converged, sandbox, "rotate (project key)", *NO_WAIT, "-e",
+                   f'{{"ssm_secret_kms_key_create": true, "ssm_secret_kms_key_id": "{PROJECT_KEY}"}}', playbook=ROTATE)
+        time.sleep(20)
     # the parameter's key as the rotation left it: a later site run stores the URL with the inventory's key again
     meta = boto3_client("ssm").describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [URL_NAME]}])["Parameters"][0]
-    return old, stored_url(boto3_client), proc, meta
+    new = stored_url(boto3_client)
+    meta["logins"] = {"new": logs_in(new["Value"]), "old": logs_in(old["Value"])}
+    return old, new, proc, meta, loop
+
+
+@pytest.fixture(scope="module")
+def second_rotation(project_key_rotation, converged, boto3_client, sandbox):
+    """The next rotation (the inventory's key): the URL moves back to the first login. (URL before, URL after, run)."""
+    before = stored_url(boto3_client)
+    first = project_key_rotation[0]["Value"]
+    proc = run(converged, sandbox, "rotate (second)", *NO_WAIT, playbook=ROTATE)
+    after = stored_url(boto3_client)
+    logins = {"first": logs_in(first), "before": logs_in(before["Value"]), "after": logs_in(after["Value"])}
+    return before, after, proc, logins
 
 
 @pytest.fixture(scope="module")
@@ -246,26 +320,35 @@ def failed_rotation(project_key_rotation, converged, boto3_client, sandbox, tmp_
     attempted = "Attempt" + "x" * 18 + "Rotate9"  # supplied, so the leak test can search for it too
     SUPPLIED.append(attempted)
     extra = tmp_path_factory.mktemp("failed-rotation") / "vars.yml"
-    extra.write_text(f"ssm_secret_new_app_password: {attempted}\nssm_secret_kms_key_id: {PROJECT_KEY}\n")
+    extra.write_text(f"ssm_secret_new_app_password: {attempted}\nssm_secret_kms_key_id: {PROJECT_KEY}\n"
+                     "rotate_app_password_min_hours: 0\n")
     kms.disable_key(KeyId=key_id)
     try:
-        proc = run(converged, sandbox, "rotate with a disabled key (fails)", "-e", f"@{extra}",
-                   playbook="playbooks/rotate_app_password.yml")
+        proc = run(converged, sandbox, "rotate with a disabled key (fails)", "-e", f"@{extra}", playbook=ROTATE)
     finally:
         kms.enable_key(KeyId=key_id)
-    return before, stored_url(boto3_client), proc, attempted
+    after = stored_url(boto3_client)
+    login, other = url_login(after["Value"]), ALTERNATE[url_login(after["Value"])]
+    attempted_url = after["Value"].replace(url_password(after["Value"]), attempted).replace(f"//{login}:", f"//{other}:")
+    logins = {"stored": logs_in(after["Value"]), "attempted": logs_in(attempted_url)}
+    return before, after, proc, logins
 
 
-def test_rotation_sets_db_then_ssm_and_logs_in(project_key_rotation, boto3_client):
-    old, new, proc, meta = project_key_rotation
+def test_rotation_changes_the_other_login_and_the_cached_url_keeps_working(project_key_rotation, boto3_client):
+    old, new, proc, meta, loop = project_key_rotation
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert new["Version"] == old["Version"] + 1
     assert len(url_password(new["Value"])) == 32
     assert url_password(new["Value"]) != url_password(old["Value"]), "the password did not change"
-    assert f"is now version {new['Version']} and logs in" in proc.stdout
-    app_connect(new["Value"]).close()
-    with pytest.raises(psycopg2.OperationalError):
-        app_connect(old["Value"])
+    before, after = url_login(old["Value"]), url_login(new["Value"])
+    assert after == ALTERNATE[before], "the rotation did not move the URL to the other login"
+    assert f"is now version {new['Version']}, logs in as {after}" in proc.stdout
+    assert re.search(rf"The previous URL \({before}\) keeps working until the next rotation changes its password, "
+                     r"due \d{4}-\d\d-\d\d \d\d:\d\d UTC \(every 30 d\)", proc.stdout), proc.stdout[-2000:]
+    assert meta["logins"] == {"new": "ok", "old": "ok"}  # right after the rotation, the URL an app cached still logs in
+    # the app that kept its URL through the rotation and 20 s after: every login worked
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok >= 100, loop.ok
     # the project key was created, tagged, and encrypts the parameter
     kms = boto3_client("kms")
     key = kms.describe_key(KeyId=PROJECT_KEY)["KeyMetadata"]
@@ -274,17 +357,138 @@ def test_rotation_sets_db_then_ssm_and_logs_in(project_key_rotation, boto3_clien
     assert meta["KeyId"] == PROJECT_KEY and meta["Type"] == "SecureString"
 
 
-def test_failed_ssm_write_puts_the_old_password_back(failed_rotation):
-    before, after, proc, attempted = failed_rotation
+def test_a_second_rotation_right_after_is_refused(project_key_rotation, converged, boto3_client, sandbox):
+    """Without NO_WAIT, minutes after a rotation: apps may still hold the URL it replaced, so nothing changes."""
+    before = state(converged, boto3_client)
+    proc = run(converged, sandbox, "rotate too soon (refused)", playbook=ROTATE)
+    assert proc.returncode != 0
+    assert "less than rotate_app_password_min_hours (2 h): apps may still hold the URL it replaced" in proc.stdout
+    assert "Nothing was changed." in proc.stdout and recap(proc.stdout)["changed"] == 0
+    assert state(converged, boto3_client) == before
+
+
+def test_the_second_rotation_retires_the_first_url(project_key_rotation, second_rotation, boto3_client, node_pg):
+    first = project_key_rotation[0]["Value"]
+    before, after, proc, logins = second_rotation
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert url_login(after["Value"]) == url_login(first) == ALTERNATE[url_login(before["Value"])]
+    # two rotations back, the first URL's password was changed; the URL it replaced keeps working
+    assert re.search(REFUSED, logins["first"]) and logins["before"] == logins["after"] == "ok", logins
+    # the stored URL (this rotation's, or a later one's) logs in through every driver an app might use
+    after = stored_url(boto3_client)
+    results = {name: connect(after["Value"]) for name, connect in drivers(node_pg).items()}
+    assert len(results) >= 4
+    assert results == {name: ("ok", url_login(after["Value"]), True) for name in results}
+    for url in (after["Value"],):  # the app's login: DML yes, DDL and the history table no
+        conn = app_connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM embeddings")
+            for statement in ("CREATE TABLE t (id int)", "TRUNCATE embeddings", "SELECT * FROM schema_migrations",
+                              "DELETE FROM schema_migrations"):
+                with pytest.raises(psycopg2.Error) as failure:
+                    cur.execute(statement)
+                assert failure.value.pgcode == "42501", statement
+        conn.close()
+
+
+def test_revoke_locks_the_leaked_url_out_at_once(second_rotation, converged, boto3_client, sandbox):
+    leaked = stored_url(boto3_client)["Value"]
+    held = app_connect(leaked)  # a session opened with the leaked URL
+    proc = run(converged, sandbox, "rotate (revoke)", "-e", "rotate_revoke=true", playbook=ROTATE)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    new = stored_url(boto3_client)["Value"]
+    assert url_login(new) == ALTERNATE[url_login(leaked)]
+    assert f"Revoked {url_login(leaked)}: its password is gone and its sessions ended" in proc.stdout
+    assert "locked out until they read /ndis-chatbot/local/DATABASE_URL again" in proc.stdout
+    with pytest.raises(psycopg2.OperationalError, match=REFUSED):
+        app_connect(leaked)
+    with pytest.raises(psycopg2.Error):  # its session ended
+        with held.cursor() as cur:
+            cur.execute("SELECT 1")
+    held.close()
+    app_connect(new).close()
+
+
+def test_failed_ssm_write_leaves_the_stored_url_working(failed_rotation):
+    before, after, proc, logins = failed_rotation
     assert proc.returncode != 0
     assert "failed at 'store | Store DATABASE_URL as a SecureString'" in proc.stdout, proc.stdout[-4000:]
-    assert "SSM still holds the old password, and the old password was put back in the database" in proc.stdout
+    login, other = url_login(before["Value"]), ALTERNATE[url_login(before["Value"])]
+    assert f"SSM still holds the previous URL, which logs in as {login} (untouched), and the new password of {other} " \
+           "was removed" in proc.stdout
     assert recap(proc.stdout)["rescued"] == 1
     assert after["Version"] == before["Version"]
-    assert after["Value"] == before["Value"], "SSM no longer holds the old URL"
-    app_connect(after["Value"]).close()  # nobody is locked out
-    with pytest.raises(psycopg2.OperationalError):
-        app_connect(after["Value"].replace(url_password(after["Value"]), attempted))
+    assert after["Value"] == before["Value"], "SSM no longer holds the URL it had"
+    # right after: nobody is locked out, and the other login's new password (never stored) was removed
+    assert logins["stored"] == "ok" and re.search(REFUSED, logins["attempted"]), logins
+
+
+def test_renamed_app_user_leaves_no_login_behind(converged, boto3_client, sandbox):
+    """app_db_user renamed and back: each time the logins the inventory no longer names are retired (no LOGIN, out
+    of the app group, no privileges), and the stored URL moves to the new name and logs in."""
+    db = make_dsn(converged, "ndis_chatbot")
+    roles = """SELECT rolname, rolcanlogin, pg_has_role(rolname, 'ndis_chatbot_app', 'MEMBER'),
+                      has_table_privilege(rolname, 'embeddings', 'SELECT')
+                 FROM pg_roles WHERE rolname ~ '^app_(user|renamed)' ORDER BY 1"""
+    old = stored_url(boto3_client)["Value"]
+    proc = run(converged, sandbox, "rename app user", "--tags", "postgres_db,ssm_secret", "-e", "app_db_user=app_renamed")
+    try:
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert "Retired app_user, app_user_clone: the declaration no longer names them" in proc.stdout
+        renamed = stored_url(boto3_client)["Value"]
+        assert redact(renamed).startswith("postgres://app_renamed:***@")
+        app_connect(renamed).close()
+        with pytest.raises(psycopg2.OperationalError, match=NO_LOGIN):
+            app_connect(old)
+        assert execute(db, roles) == [("app_renamed", True, True, True), ("app_renamed_clone", True, True, True),
+                                      ("app_user", False, False, False), ("app_user_clone", False, False, False)]
+    finally:
+        back = run(converged, sandbox, "rename app user back", "--tags", "postgres_db,ssm_secret")
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert "Retired app_renamed, app_renamed_clone" in back.stdout
+    assert execute(db, roles) == [("app_renamed", False, False, False), ("app_renamed_clone", False, False, False),
+                                  ("app_user", True, True, True), ("app_user_clone", True, True, True)]
+    url = stored_url(boto3_client)["Value"]
+    assert url_login(url) == "app_user"
+    app_connect(url).close()
+
+
+def test_the_rotation_schedule_runs_the_playbook_only_when_due(converged, boto3_client):
+    """The schedule site.yml rendered for the runner (here into the stack directory, checked, not installed): a daily
+    timer or cron entry running the rotation with rotate_when_due. Run as cron would run it, on a URL written minutes
+    ago it changes nothing."""
+    runner = Path(converged["dir"]) / "runner"
+    assert "OnCalendar=*-*-* 17:30:00 UTC" in (runner / "ndis-dbops-rotate.timer").read_text()
+    service = (runner / "ndis-dbops-rotate.service").read_text()
+    assert "playbooks/rotate_app_password.yml --limit ndis-chatbot-local --extra-vars rotate_when_due=true" in service
+    cron = [line for line in (runner / "ndis-dbops-rotate.cron").read_text().splitlines() if line.startswith("30 17 * * * ")]
+    assert len(cron) == 1, cron
+    before = stored_url(boto3_client)
+    proc = subprocess.run(cron[0].split(" root ", 1)[1], shell=True, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": str(runner)})
+    RUNS.append(("rotate when due (cron's command)", proc.stdout + proc.stderr))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert re.search(r"Not due: /ndis-chatbot/local/DATABASE_URL was written [\d.]+ h ago; the next rotation is due "
+                     r"\d{4}-\d\d-\d\d \d\d:\d\d UTC \(every 30 d\)\. Nothing was changed\.", proc.stdout), proc.stdout[-2000:]
+    assert recap(proc.stdout)["changed"] == 0
+    assert stored_url(boto3_client)["Version"] == before["Version"]
+
+
+def test_both_logins_must_get_the_same_search_settings(converged, sandbox):
+    """Role settings are not inherited: a setting on one login alone (as pgvector_tuning_scope role would store it)
+    is a verify FAIL naming it; the database-level setting the tuner stores reaches both."""
+    db = make_dsn(converged, "ndis_chatbot")
+    execute(db, "ALTER ROLE app_user_clone IN DATABASE ndis_chatbot SET hnsw.ef_search = 33")
+    try:
+        proc = run(converged, sandbox, "verify with a setting on one login", playbook="playbooks/verify.yml")
+    finally:
+        execute(db, "ALTER ROLE app_user_clone IN DATABASE ndis_chatbot RESET hnsw.ef_search")
+    assert proc.returncode != 0
+    summary = "\n".join(re.findall(r"(?:PASS|FAIL)  .*", proc.stdout))
+    assert re.search(r"FAIL\s+App logins get the same search settings\s+hnsw.ef_search differ between app_user and "
+                     r"app_user_clone", proc.stdout), summary or proc.stdout[-3000:]
+    assert "PASS  App connects as app_user or app_user_clone" in proc.stdout, summary
 
 
 # --- who keeps the master password, IAM authentication -------------------------------------
@@ -331,23 +535,51 @@ def test_iam_authentication_flag_and_login_role(converged, boto3_client, sandbox
         cur.execute(checks, ("app_user_iam",))
         assert cur.fetchone() == (True, True, True, True, False, False, False)
     conn.close()
-    proc = run(converged, sandbox, "iam off", "--tags", "rds_instance")
+    proc = run(converged, sandbox, "iam off", "--tags", "rds_instance,postgres_db")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert instance_of(boto3_client)["IAMDatabaseAuthenticationEnabled"] is False
+    # the IAM login is no longer declared: retired, not left live
+    assert "Retired app_user_iam: the declaration no longer names it" in proc.stdout
+    with psycopg2.connect(make_dsn(converged, "ndis_chatbot")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolcanlogin, pg_has_role('app_user_iam', 'ndis_chatbot_app', 'MEMBER') FROM pg_roles"
+                    " WHERE rolname = 'app_user_iam'")
+        assert cur.fetchone() == (False, False)
+    conn.close()
 
 
 # --- the leak test ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def site_after_rotation(project_key_rotation, converged, sandbox):
-    """site.yml, then verify.yml, after the rotation with the project key: (site run, verify run)."""
-    return run(converged, sandbox, "site"), run(converged, sandbox, "verify", playbook="playbooks/verify.yml")
+def site_after_rotation(second_rotation, converged, boto3_client, sandbox):
+    """After the app rotations (the last with the inventory's key), RDS rotates the managed master password as it does
+    on its schedule: a new password on the server and a new version of the secret. Then site.yml, verify.yml and an
+    app rotation run; the stack's own master password is put back afterwards. (site run, verify run, rotation run)."""
+    sm = boto3_client("secretsmanager")
+    arn = instance_of(boto3_client)["MasterUserSecret"]["SecretArn"]
+    user = json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["username"]
+    rotated = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+    admin = make_dsn(converged, "postgres")
+
+    def set_master(password, dsn):
+        execute(dsn, f"ALTER ROLE {user} PASSWORD '{password}'")
+        sm.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": user, "password": password}))
+
+    set_master(rotated, admin)
+    try:
+        runs = (run(converged, sandbox, "site"), run(converged, sandbox, "verify", playbook="playbooks/verify.yml"),
+                run(converged, sandbox, "rotate (after RDS rotated the master)", *NO_WAIT, playbook=ROTATE))
+    finally:
+        set_master(converged["admin_password"], admin.replace(converged["admin_password"], rotated))
+    return runs
 
 
 def test_site_and_verify_after_rotation(site_after_rotation):
-    site, verify = site_after_rotation
+    site, verify, rotation = site_after_rotation
     assert site.returncode == 0, site.stdout[-4000:]
-    assert re.search(r"PASS\s+App connects as app_user, not the admin\s+user app_user, over TLSv1\.\d \(sslmode=verify-full\)",
-                     site.stdout)
+    assert recap(site.stdout)["changed"] == 0, changed_tasks(site.stdout)  # a site run after the rotations
+    assert rotation.returncode == 0, rotation.stdout[-4000:]  # with the master password RDS set
+    assert re.search(r"PASS\s+App connects as app_user or app_user_clone, not the admin\s+user app_user(_clone)?, "
+                     r"over TLSv1\.\d \(sslmode=verify-full\)", site.stdout)
+    assert re.search(r"PASS\s+App logins get the same search settings\s+app_user and app_user_clone: ", site.stdout)
     assert re.search(r"PASS\s+App's URL verifies the server \(rds-ca-rsa2048-g1\)\s+certificate chains to ", site.stdout)
     assert verify.returncode == 0, verify.stdout[-4000:]
     assert recap(verify.stdout)["changed"] == 0
@@ -412,7 +644,7 @@ def searched_again_after_the_module(converged, boto3_client, sandbox):
 @pytest.mark.usefixtures("searched_again_after_the_module")
 def test_no_password_in_any_output_or_written_file(converged, boto3_client, sandbox, site_after_rotation, failed_rotation):
     labels = [label for label, _ in RUNS]
-    for needed in ("site", "verify", "rotate (project key)", "rotate with a disabled key (fails)"):
+    for needed in ("site", "verify", "rotate (project key)", "rotate (second)", "rotate with a disabled key (fails)"):
         assert needed in labels, labels
     hits = leak_hits(converged, boto3_client, sandbox)
     assert not hits, "a password appeared in: " + ", ".join(hits)

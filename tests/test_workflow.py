@@ -60,12 +60,17 @@ def test_scheduled_workflow_runs_drift_and_health_per_environment():
     envs = set(workflow["jobs"]["environment"]["strategy"]["matrix"]["env"])
     inventories = {p.name for p in (REPO_ROOT / "inventories").iterdir() if (p / "hosts.yml").exists()}
     assert envs == inventories - {"local"}, "every AWS environment has its scheduled job"
-    for job in workflow["jobs"].values():
+    rotate = workflow["jobs"]["rotate"]
+    assert set(rotate["strategy"]["matrix"]["env"]) == envs, "every AWS environment's password rotates when due"
+    assert any("playbooks/rotate_app_password.yml" in step.get("run", "") and "rotate_when_due=true" in step["run"]
+               for step in rotate["steps"])
+    for job in (workflow["jobs"]["environment"], workflow["jobs"]["local"]):
         runs = [step.get("run", "") for step in job["steps"]]
         drift = next(i for i, r in enumerate(runs) if "playbooks/drift.yml" in r and "--check" in r)
         health = next(i for i, r in enumerate(runs) if "playbooks/health.yml" in r)
         assert job["steps"][health]["if"] == "${{ !cancelled() }}", "health runs even when drift failed"
         assert drift < health
+    for job in workflow["jobs"].values():
         for step in job["steps"]:
             if "uses" in step:
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"pin {step['uses']} to a commit"

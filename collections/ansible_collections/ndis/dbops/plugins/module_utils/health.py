@@ -304,6 +304,32 @@ def restore_test_check(result, tested_at, now, since=None, every_days=7, grace_m
                  % (stamp(due), every_days, duration((now - due).total_seconds())))
 
 
+def rotation_due(stored_at, every_days):
+    """When the stored URL is due for rotation (aware datetime), or None without a cadence."""
+    if not every_days or stored_at is None:
+        return None
+    return stored_at + datetime.timedelta(days=every_days)
+
+
+def url_age_check(stored_at, now, every_days=0, grace_hours=48, name="App's DATABASE_URL age"):
+    """The stored URL's age against the rotation cadence (rotate_app_password_every_days): PASS until the rotation is
+    due, FAIL once it is overdue by more than ``grace_hours`` (the runner's tick and a retry), naming how late.
+    Without a cadence the age is INFO."""
+    if stored_at is None:
+        return check(name, FAIL, "nothing stored: run site.yml")
+    age = duration(max(0, (now - stored_at).total_seconds()))
+    due = rotation_due(stored_at, every_days)
+    if due is None:
+        return check(name, INFO, "written %s ago (%s); no rotation cadence is set (rotate_app_password_every_days)"
+                     % (age, stamp(stored_at)))
+    grace = datetime.timedelta(hours=grace_hours)
+    if now <= due + grace:
+        return check(name, PASS, "written %s ago; the next rotation is due %s (every %d d)" % (age, stamp(due), every_days))
+    return check(name, FAIL, "written %s ago: the rotation due %s (every %d d) is %s late (grace %s): check the rotation "
+                             "runner, or run playbooks/rotate_app_password.yml"
+                 % (age, stamp(due), every_days, duration((now - due).total_seconds()), duration(grace.total_seconds())))
+
+
 def rpo_check(age_seconds, max_minutes=15):
     if age_seconds is None:
         return check("Point-in-time recovery (RPO)", FAIL, "no latest restorable time: automated backups are off")

@@ -367,6 +367,19 @@ def run(
         _release(conn, key, locked)
 
 
+def _keep_history_private(cur, table_ident):
+    """The history is the project's own: the owner's default privileges just handed it to the app's roles (and
+    PUBLIC may hold some); take every privilege but the owner's back, so an app's login can neither read nor
+    rewrite which migrations ran."""
+    cur.execute(
+        pgsql.SQL("SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"
+                  " FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = {}::regclass AND a.grantee <> c.relowner")
+        .format(pgsql.Literal(table_ident.as_string(cur))))
+    for (grantee,) in cur.fetchall():
+        cur.execute(pgsql.SQL("REVOKE ALL ON {} FROM {}").format(
+            table_ident, pgsql.SQL("PUBLIC") if grantee == "PUBLIC" else pgsql.Identifier(grantee)))
+
+
 def _prepare_history(conn, cur, history, overrides, changed):
     """Create the history table (or its lint_overrides column) when needed; returns the two history inserts:
     (one inside a file's transaction, timed by the server; one after a no-transaction file or a baseline)."""
@@ -387,6 +400,7 @@ def _prepare_history(conn, cur, history, overrides, changed):
                 " lint_overrides jsonb)"
             ).format(table_ident)
         )
+        _keep_history_private(cur, table_ident)
     if overrides and history.exists and not history.has_lint_column:
         cur.execute(pgsql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS lint_overrides jsonb").format(table_ident))
     # An older history table without lint_overrides keeps its shape until an override needs it.

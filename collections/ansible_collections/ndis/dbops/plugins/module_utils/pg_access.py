@@ -11,11 +11,17 @@ Plain Python + psycopg2, importable without Ansible (the tests call it directly)
 `spec` is the module's options (see plugins/modules/pg_database.py). The work, in order:
 
 1. cluster level, connected to the maintenance database: the owner role, the admin's
-   membership in it, the database (owned by the owner role), the app login role (attributes,
-   connection limit, settings, password), the optional read-only role;
+   membership in it, the database (owned by the owner role), the app's NOLOGIN group role, its
+   logins (the app user and its alternate: attributes, connection limit, settings, membership;
+   the password of the one the stored URL uses), the optional read-only role and IAM login, and
+   the retirement of logins the declaration no longer names (NOLOGIN, out of the group, their
+   sessions ended);
 2. in the app database: privileges on the database, the schema, every table and sequence in
    the schema and the owner role's default privileges, converged both ways (missing ones
-   granted, extra ones revoked), for PUBLIC, the app role and the read-only role.
+   granted, extra ones revoked), for PUBLIC, the app group, the read-only role and every login
+   (which hold nothing directly: the group holds the app's privileges, so both logins always
+   hold the same). Tables the project keeps for itself (the migration history) get their own,
+   usually none.
 
 Each step reads the catalog first and runs only the statements that change something; in
 check mode it runs none and returns them. Passwords are sent as SCRAM-SHA-256 verifiers
@@ -270,6 +276,63 @@ def ensure_database(s, name, owner, encoding, before, after):
     return True
 
 
+def ensure_member(s, group, member, before, after):
+    """Make `member` inherit `group`'s privileges (a plain GRANT: INHERIT, no ADMIN)."""
+    if s.conn.server_version >= 160000:
+        row = s.one("SELECT bool_or(m.inherit_option) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+                    " JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolname = %s", (group, member))
+        have = bool(row and row[0])
+        stmt = pgsql.SQL("GRANT {} TO {} WITH INHERIT TRUE")
+    else:
+        have = s.one("SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+                     " JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolname = %s",
+                     (group, member)) is not None
+        stmt = pgsql.SQL("GRANT {} TO {}")
+    before.append("%s member of %s: %s" % (member, group, "yes" if have else "no"))
+    after.append("%s member of %s: yes" % (member, group))
+    if not have:
+        s.run(stmt.format(_ident(group), _ident(member)))
+
+
+RETIRED_COMMENT = "Retired: no longer named by the declaration of database %s"
+
+
+def retire_logins(s, spec, admin, before, after):
+    """Logins the project made for this database that the declaration no longer names (a renamed app user,
+    a dropped IAM login): members of the app group, or carrying the comment the project gives its logins.
+    Each is disabled, not dropped (it may own objects, and its name stays in the audit trail): NOLOGIN, out
+    of the group, a comment saying so, its sessions ended; its direct privileges are revoked with the rest.
+    Returns their names."""
+    group = spec["app_group"]
+    keep = set(app_logins(spec) + [spec.get("iam_user") or "", admin, spec["owner"], spec.get("readonly_role") or ""])
+    comments = [c for c in (spec.get("app_comment"), spec.get("iam_comment")) if c]
+    rows = s.rows(
+        "SELECT rolname, rolcanlogin, member, sessions FROM ("
+        " SELECT r.rolname, r.rolcanlogin, r.rolsuper, shobj_description(r.oid, 'pg_authid') AS comment,"
+        "  EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        "           WHERE g.rolname = %s AND m.member = r.oid) AS member,"
+        "  (SELECT count(*) FROM pg_stat_activity a WHERE a.usename = r.rolname) AS sessions"
+        " FROM pg_roles r WHERE r.rolname <> ALL(%s)) c"
+        " WHERE NOT rolsuper AND (member OR rolcanlogin AND comment = ANY(%s)) ORDER BY 1",
+        (group, sorted(keep), comments))
+    retired = []
+    for name, can_login, member, sessions in rows:
+        retired.append(name)
+        before.append("role %s: %s%s, %d sessions" % (name, "LOGIN" if can_login else "NOLOGIN",
+                                                       ", member of %s" % group if member else "", sessions))
+        after.append("role %s: retired (NOLOGIN, not a member of %s, no sessions): the declaration no longer names it"
+                     % (name, group))
+        if can_login:
+            s.run(pgsql.SQL("ALTER ROLE {} NOLOGIN").format(_ident(name)))
+        if member:
+            s.run(pgsql.SQL("REVOKE {} FROM {}").format(_ident(group), _ident(name)))
+        s.run(pgsql.SQL("COMMENT ON ROLE {} IS {}").format(_ident(name), pgsql.Literal(RETIRED_COMMENT % spec["name"])))
+        if sessions:
+            s.run(pgsql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}").format(
+                pgsql.Literal(name)))
+    return retired
+
+
 # ---------------------------------------------------------------- IAM database authentication
 
 RDS_IAM_ROLE = "rds_iam"
@@ -325,12 +388,21 @@ def _acl_privs(s, acl_sql, args, roles):
 
 
 class Grant(object):
-    """Declared privileges of one grantee on one kind of object: `want` granted, `deny` revoked."""
+    """Declared privileges of one grantee on one kind of object: `want` granted, `deny` revoked.
+    `only` maps a relation name to the privileges the grantee holds on it instead of `want` (the others
+    are revoked): tables the project keeps for itself."""
 
-    def __init__(self, grantee, want, deny):
+    def __init__(self, grantee, want, deny, only=None):
         self.grantee = grantee
         self.want = set(want)
         self.deny = set(deny) - self.want
+        self.only = dict((rel, set(privs)) for rel, privs in (only or {}).items())
+
+    def want_on(self, rel):
+        return self.only.get(rel, self.want)
+
+    def deny_on(self, rel, universe):
+        return set(universe) - self.only[rel] if rel in self.only else self.deny
 
 
 def converge_object(s, kind, label, target_sql, have, grants, before, after, universe):
@@ -350,7 +422,8 @@ def converge_object(s, kind, label, target_sql, have, grants, before, after, uni
 
 
 def converge_relations(s, schema, label, relkinds, universe, grants, before, after):
-    """GRANT/REVOKE ... ON ALL TABLES (or SEQUENCES) IN SCHEMA when any relation differs."""
+    """GRANT/REVOKE ... ON ALL TABLES (or SEQUENCES) IN SCHEMA when any relation differs; relation by
+    relation where a grantee's privileges differ between relations (Grant.only)."""
     roles = [g.grantee for g in grants]
     rows = s.rows(
         "SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type"
@@ -364,21 +437,38 @@ def converge_relations(s, schema, label, relkinds, universe, grants, before, aft
             held[relname][grantee].add(priv)
     n = len(held)
     for g in grants:
-        missing = sorted(set(p for rel in held.values() for p in g.want - rel[g.grantee]))
-        extra = sorted(set(p for rel in held.values() for p in rel[g.grantee] & g.deny))
+        lack = dict((rel, g.want_on(rel) - p[g.grantee]) for rel, p in held.items())
+        beyond = dict((rel, p[g.grantee] & g.deny_on(rel, universe)) for rel, p in held.items())
         summary = "%s on %d %s in %s: " % (g.grantee, n, label, schema)
-        lacking = ["%s lacks %s" % (rel, ", ".join(_ordered(g.want - p[g.grantee], universe)))
-                   for rel, p in sorted(held.items()) if g.want - p[g.grantee]]
-        beyond = ["%s has %s" % (rel, ", ".join(_ordered(p[g.grantee] & g.deny, universe)))
-                  for rel, p in sorted(held.items()) if p[g.grantee] & g.deny]
-        before.append(summary + ("; ".join(lacking + beyond) or ", ".join(_ordered(g.want, universe)) or "-"))
-        after.append(summary + (", ".join(_ordered(g.want, universe)) or "-"))
-        if missing:
-            s.run(pgsql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
-                _privs_sql(_ordered(missing, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
-        if extra:
-            s.run(pgsql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
-                _privs_sql(_ordered(extra, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
+        lacking = ["%s lacks %s" % (rel, ", ".join(_ordered(lack[rel], universe))) for rel in sorted(held) if lack[rel]]
+        extra = ["%s has %s" % (rel, ", ".join(_ordered(beyond[rel], universe))) for rel in sorted(held) if beyond[rel]]
+        declared = ", ".join(_ordered(g.want, universe)) or "-"
+        own = "".join("; %s: %s" % (rel, ", ".join(_ordered(g.only[rel], universe)) or "-")
+                      for rel in sorted(g.only) if rel in held)
+        before.append(summary + ("; ".join(lacking + extra) or declared + own))
+        after.append(summary + declared + own)
+        if not any(rel in g.only for rel in held):
+            missing = sorted(set(p for privs in lack.values() for p in privs))
+            surplus = sorted(set(p for privs in beyond.values() for p in privs))
+            if missing:
+                s.run(pgsql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
+                    _privs_sql(_ordered(missing, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
+            if surplus:
+                s.run(pgsql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
+                    _privs_sql(_ordered(surplus, universe)), pgsql.SQL(label.upper()), _ident(schema), _grantee(g.grantee)))
+            continue
+        # One statement per set of privileges, naming the relations that differ by it.
+        kind = pgsql.SQL("SEQUENCE" if label == "sequences" else "TABLE")
+        for verb, per_rel, word in (("GRANT", lack, "TO"), ("REVOKE", beyond, "FROM")):
+            by_privs = {}
+            for rel in sorted(per_rel):
+                if per_rel[rel]:
+                    by_privs.setdefault(tuple(_ordered(per_rel[rel], universe)), []).append(rel)
+            for privs, rels in sorted(by_privs.items()):
+                s.run(pgsql.SQL("{} {} ON {} {} {} {}").format(
+                    pgsql.SQL(verb), _privs_sql(privs), kind,
+                    pgsql.SQL(", ").join(pgsql.Identifier(schema, rel) for rel in rels), pgsql.SQL(word),
+                    _grantee(g.grantee)))
 
 
 def converge_default_privs(s, owner, schema, objtype, label, universe, grants, before, after):
@@ -415,34 +505,43 @@ def _upper(privs, universe, what):
     return out
 
 
-def grants_for(spec):
-    """The declared privileges, per object kind, as Grant lists."""
-    app, ro = spec["app_user"], spec.get("readonly_role") or None
+def app_logins(spec):
+    """The app's password logins: the app user and, unless empty, its alternate."""
+    return [spec["app_user"]] + ([spec["app_alternate_user"]] if spec.get("app_alternate_user") else [])
+
+
+def grants_for(spec, retired=()):
+    """The declared privileges, per object kind, as Grant lists. The app group holds the app's privileges
+    (on the tables in app_table_exceptions, those instead); the logins (and retired ones) hold none directly."""
+    group, ro = spec["app_group"], spec.get("readonly_role") or None
     app_tables = _upper(spec["app_table_privileges"], TABLE_PRIVS, "app_table_privileges")
     app_seqs = _upper(spec["app_sequence_privileges"], SEQUENCE_PRIVS, "app_sequence_privileges")
+    only = dict((table, _upper(privs or [], TABLE_PRIVS, "app_table_exceptions[%s]" % table))
+                for table, privs in (spec.get("app_table_exceptions") or {}).items())
     out = dict(
-        database=[Grant("PUBLIC", [], DATABASE_PRIVS), Grant(app, ["CONNECT"], DATABASE_PRIVS)],
-        schema=[Grant("PUBLIC", [], ["CREATE"]), Grant(app, ["USAGE"], SCHEMA_PRIVS)],
-        tables=[Grant(app, app_tables, TABLE_PRIVS)],
-        sequences=[Grant(app, app_seqs, SEQUENCE_PRIVS)],
+        database=[Grant("PUBLIC", [], DATABASE_PRIVS), Grant(group, ["CONNECT"], DATABASE_PRIVS)],
+        schema=[Grant("PUBLIC", [], ["CREATE"]), Grant(group, ["USAGE"], SCHEMA_PRIVS)],
+        tables=[Grant(group, app_tables, TABLE_PRIVS, only=only)],
+        sequences=[Grant(group, app_seqs, SEQUENCE_PRIVS)],
     )
-    iam = spec.get("iam_user") or None
-    if iam:  # the IAM login role works as the app does: the same privileges, nothing more
-        out["database"].append(Grant(iam, ["CONNECT"], DATABASE_PRIVS))
-        out["schema"].append(Grant(iam, ["USAGE"], SCHEMA_PRIVS))
-        out["tables"].append(Grant(iam, app_tables, TABLE_PRIVS))
-        out["sequences"].append(Grant(iam, app_seqs, SEQUENCE_PRIVS))
+    # the logins work through the group: anything granted to one of them directly is revoked
+    iam = [spec["iam_user"]] if spec.get("iam_user") else []
+    for login in app_logins(spec) + iam + list(retired):
+        out["database"].append(Grant(login, [], DATABASE_PRIVS))
+        out["schema"].append(Grant(login, [], SCHEMA_PRIVS))
+        out["tables"].append(Grant(login, [], TABLE_PRIVS))
+        out["sequences"].append(Grant(login, [], SEQUENCE_PRIVS))
     if ro:
         out["database"].append(Grant(ro, ["CONNECT"], DATABASE_PRIVS))
         out["schema"].append(Grant(ro, ["USAGE"], SCHEMA_PRIVS))
-        out["tables"].append(Grant(ro, ["SELECT"], TABLE_PRIVS))
+        out["tables"].append(Grant(ro, ["SELECT"], TABLE_PRIVS, only=dict((table, []) for table in only)))
         out["sequences"].append(Grant(ro, ["SELECT"], SEQUENCE_PRIVS))
     return out
 
 
-def converge_privileges(s, spec, before, after):
+def converge_privileges(s, spec, before, after, retired=()):
     db, schema, owner = spec["name"], spec["schema"], spec["owner"]
-    grants = grants_for(spec)
+    grants = grants_for(spec, retired)
     roles = lambda kind: [g.grantee for g in grants[kind]]  # noqa: E731
     if s.one("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)) is None:
         raise AccessError("schema %s does not exist in database %s: create it in the first migration or set the "
@@ -465,12 +564,14 @@ def predicted_privileges(spec):
     db, schema, owner = spec["name"], spec["schema"], spec["owner"]
     out = ["REVOKE ALL ON DATABASE %s FROM PUBLIC" % db]
     for g in grants["database"][1:] + grants["schema"][1:]:
-        kind = "DATABASE %s" % db if g in grants["database"] else "SCHEMA %s" % schema
-        out.append("GRANT %s ON %s TO %s" % (", ".join(sorted(g.want)), kind, g.grantee))
+        if g.want:
+            kind = "DATABASE %s" % db if g in grants["database"] else "SCHEMA %s" % schema
+            out.append("GRANT %s ON %s TO %s" % (", ".join(sorted(g.want)), kind, g.grantee))
     for label in ("tables", "sequences"):
         for g in grants[label]:
-            out.append("ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %s GRANT %s ON %s TO %s"
-                       % (owner, schema, ", ".join(sorted(g.want)), label.upper(), g.grantee))
+            if g.want:
+                out.append("ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %s GRANT %s ON %s TO %s"
+                           % (owner, schema, ", ".join(sorted(g.want)), label.upper(), g.grantee))
     return out
 
 
@@ -478,8 +579,9 @@ def predicted_privileges(spec):
 
 
 def converge(conn_params, spec, check_mode=False):
-    """Converge everything `spec` declares. Returns changed, queries, database_exists, diff."""
+    """Converge everything `spec` declares. Returns changed, queries, database_exists, retired, diff."""
     pg.require_psycopg2(AccessError)
+    spec = dict(spec, app_group=spec.get("app_group") or spec["name"] + "_app")
     queries, before, after = [], [], []
     maint = spec.get("maintenance_db") or "postgres"
     s = Session(connect(conn_params, maint), check_mode, queries)
@@ -488,28 +590,35 @@ def converge(conn_params, spec, check_mode=False):
         ensure_role(s, spec["owner"], login=False, comment=spec.get("owner_comment"), before=before, after=after)
         ensure_membership(s, spec["owner"], admin, before, after)
         existed = ensure_database(s, spec["name"], spec["owner"], spec.get("encoding") or "UTF8", before, after)
-        app = spec["app_user"]
-        app_role = _role(s, app)
-        password_ok = None
-        if app_role is not None:
-            password_ok = password_matches(conn_params, app, spec["app_password"], spec["name"] if existed else maint)
-        ensure_role(s, app, login=True, comment=spec.get("app_comment"), conn_limit=spec.get("app_connection_limit"),
-                    settings=spec.get("app_settings"), password=spec["app_password"], password_ok=password_ok,
-                    before=before, after=after, current=app_role)
-        if password_ok is False:
-            before.append("role %s: password differs" % app)
-            after.append("role %s: password set" % app)
+        group = spec["app_group"]
+        ensure_role(s, group, login=False, comment=spec.get("app_group_comment"), before=before, after=after)
+        password_user = spec.get("app_login") or spec["app_user"]
+        for login in app_logins(spec):
+            role = _role(s, login)
+            password = spec["app_password"] if login == password_user else None
+            password_ok = None
+            if role is not None and password is not None:
+                password_ok = password_matches(conn_params, login, password, spec["name"] if existed else maint)
+            ensure_role(s, login, login=True, comment=spec.get("app_comment"),
+                        conn_limit=spec.get("app_connection_limit"), settings=spec.get("app_settings"),
+                        password=password, password_ok=password_ok, before=before, after=after, current=role)
+            if password_ok is False:
+                before.append("role %s: password differs" % login)
+                after.append("role %s: password set" % login)
+            ensure_member(s, group, login, before, after)
         if spec.get("readonly_role"):
             ensure_role(s, spec["readonly_role"], login=False, comment=spec.get("readonly_comment"),
                         before=before, after=after)
         if spec.get("iam_user"):
             ensure_iam_user(s, spec, before, after)
+            ensure_member(s, group, spec["iam_user"], before, after)
+        retired = retire_logins(s, spec, admin, before, after)
     finally:
         s.close()
     if existed or not check_mode:
         s = Session(connect(conn_params, spec["name"]), check_mode, queries)
         try:
-            converge_privileges(s, spec, before, after)
+            converge_privileges(s, spec, before, after, retired)
         finally:
             s.close()
     else:  # check mode, and the database does not exist yet: say what the real run grants
@@ -517,4 +626,5 @@ def converge(conn_params, spec, check_mode=False):
         after.extend("%s (after the database is created)" % q for q in predicted_privileges(spec))
     changed = bool(queries)
     diff = dict(before="\n".join(before) + "\n", after="\n".join(after) + "\n")
-    return dict(changed=changed, queries=queries, database_exists=existed or not check_mode, diff=diff)
+    return dict(changed=changed, queries=queries, database_exists=existed or not check_mode, retired=retired,
+                app_group=spec["app_group"], diff=diff)

@@ -75,6 +75,24 @@ options:
         is a FAIL, and so is a test that did not pass.
     type: int
     default: 7
+  url_parameter:
+    description:
+      - SSM name of the app's DATABASE_URL. Its age (the parameter's LastModifiedDate, read with
+        C(ssm:DescribeParameters), so the value is not decrypted) is judged against O(url_rotation_every_days).
+        Empty skips the check.
+    type: str
+    default: ""
+  url_rotation_every_days:
+    description:
+      - Rotation cadence of the app's password (the inventory's C(rotate_app_password_every_days)); 0 for none (the
+        age is INFO). The rotation is due this many days after the URL was written; overdue by more than
+        O(url_rotation_grace_hours) is a FAIL naming how late.
+    type: int
+    default: 0
+  url_rotation_grace_hours:
+    description: Hours a due rotation may take to happen (the runner's daily tick and a retry).
+    type: int
+    default: 48
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -236,6 +254,14 @@ def dump_checks(module, s3, p, now):
                                              p["dump_grace_minutes"])]
 
 
+def url_check(ssm, p, now):
+    """The app's DATABASE_URL age against the rotation cadence (metadata only: nothing is decrypted)."""
+    found = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [p["url_parameter"]]}])
+    params = found.get("Parameters", [])
+    written = _aware(params[0]["LastModifiedDate"]) if params else None
+    return health.url_age_check(written, now, p["url_rotation_every_days"], p["url_rotation_grace_hours"])
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec=dict(
@@ -250,6 +276,9 @@ def main():
             dump_grace_minutes=dict(type="int", default=120),
             dumps_since=dict(type="str", default=""),
             restore_test_every_days=dict(type="int", default=7),
+            url_parameter=dict(type="str", default=""),
+            url_rotation_every_days=dict(type="int", default=0),
+            url_rotation_grace_hours=dict(type="int", default=48),
         ),
         supports_check_mode=True,
     )
@@ -273,6 +302,8 @@ def main():
                                            if inst.get("BackupRetentionPeriod") else None, p["rpo_max_minutes"]))
         if p["dump_bucket"]:
             checks.extend(dump_checks(module, module.client("s3"), p, now))
+        if p["url_parameter"]:
+            checks.append(url_check(module.client("ssm"), p, now))
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Could not read the health of RDS instance %s" % ident)
     module.exit_json(changed=False, checks=checks, alarms_in_alarm=firing)
