@@ -236,6 +236,15 @@ def test_sampled_filtered_queries_are_measured_with_their_own_filters(db):
     assert e["queries_from"] == "sample" and e["queries"] == 115 and e["sample_filtered"]["queries"] == 40, e
     assert "sampled filtered queries (40, 1 filters, each with its own)" in e["detail"]
 
+    # each distinct filter costs a pass over the table: the 8 most frequent are measured, the rest counted
+    for i in range(8):  # with 'rare': 9 distinct filters, the last with the fewest queries
+        record(db["app_dsn"], mix.draw(2 if i < 7 else 1, seed=50 + i), filt={"src": "s%d" % i})
+    conn = psycopg2.connect(db["dsn"])
+    read = vs.read(conn.cursor(), "query_sample", "vector_queries", d, 500)
+    conn.close()
+    assert "1 queries not measured: its filter is not among the 8 most frequent (each costs a pass over the table)" \
+        in read["skipped"] and len(set(read["filters"]) - {None}) == vs.MAX_FILTERS
+
 
 # ------------------------------------------------------------------ health on live traffic
 
