@@ -6,6 +6,8 @@
 
 How a measurement is made, and why:
 
+* **The app's queries** (``AppQueries``), sampled as it searches, when there are enough: never rows of the table,
+  each measured with its own filter.  Otherwise:
 * **Queries are held out.**  A query is a stored row, sampled reproducibly
   (``TABLESAMPLE BERNOULLI ... REPEATABLE``, then a seeded shuffle), and that row is excluded
   from both the exact answer and the index's answer: the query is never answered by itself.

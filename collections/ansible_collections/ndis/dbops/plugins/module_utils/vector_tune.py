@@ -5,7 +5,15 @@
 (``recall_check``): the engine behind ``ndis.dbops.pgvector_tune`` and
 ``ndis.dbops.pgvector_recall_info``.  Measurements come from module_utils/vector_recall.py.
 
-Tuning: for each declared index, held-out queries are measured at increasing
+The queries: the app's own, sampled as it searches (module_utils/vector_sample.py, ``vr.AppQueries``), when the
+sample holds at least ``sample_min_queries`` of the index; otherwise held-out rows (``vr.Sample``), whose figures are
+labelled so and lowered by ``heldout_margin`` (a held-out row is still a node of the graph and overstates the recall
+of an unseen query), the tuner then needing their lower bound to reach the target plus the margin.  Once enough
+queries were sampled since a measurement (``drift_queries``), tuning measures the newest at the stored setting and
+tunes again when they no longer reach the target (query drift); ``sample_recall`` is health's measurement of the
+newest sampled queries.
+
+Tuning: for each declared index, the queries are measured at increasing
 ``hnsw.ef_search`` (``ivfflat.probes``) and the smallest value whose 95% lower confidence bound
 reaches the target is stored (``ALTER DATABASE ... SET`` or ``ALTER ROLE ... IN DATABASE ...
 SET``).  The sample starts at ``sample_size`` queries and grows, up to ``max_sample_size``, only
@@ -19,7 +27,8 @@ measurement time.  Tuning and the recall check re-measure only when something it
 changed: a share of rows (``remeasure_share``) inserted, updated or deleted since, the index
 rebuilt (new relfilenode, or the COMMENT replaced by a build), counters reset (a crash or a
 restore), the stored setting changed, or k / the target / the filter / the iterative-scan
-settings differ.  Otherwise the recall check reports the stored estimate and bound.
+settings differ, or the queries would now come from elsewhere.  Otherwise the recall check reports the stored
+estimate and bound.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -45,7 +54,6 @@ INDIFFERENCE = 0.01
 # the app's query sample is too small to measure on (bench/bench_vector.py and docs/vector-search.md: the largest
 # bias measured near a 0.95 target was 0.026, on many small clusters; the margin is taken above it).
 HELD_OUT_MARGIN = 0.03
-SOURCES = ("sample", "held_out")
 
 
 # ---------------------------------------------------------------- settings
