@@ -29,6 +29,11 @@ same distribution (its 2,000 clusters), and 100,000 rows with the clusters grown
 (0 and --site-rows rows), with the tuning and recall-check task times from profile_tasks, next
 to what main's engine (8d9de37, loaded from git) spends on the same table in process.
 
+Then the recall the app gets (``--sample-only`` for it alone, ``--no-sample`` to skip it): per query distribution
+(small clusters, many smaller ones, power law, and two shifted ones: short queries and another mixture of the same
+clusters), the setting the tuner stores from held-out rows less their margin (no sampled queries) and from the app's
+sampled queries, each against the recall of fresh queries at that setting, with held-out rows' bias beside.
+
 Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack). Each dataset gets
 a scratch database, dropped afterwards. Targets are printed, never enforced.
 
@@ -591,16 +596,17 @@ def main() -> int:
                     help="dims of the filtered table (at 1536 the planner scans a 20k table for a 10%% filter: all exact)")
     ap.add_argument("--site", action="store_true", help="also time no-op site.yml runs vs rows (local environment)")
     ap.add_argument("--site-rows", type=int, default=30000)
-    ap.add_argument("--sample", action="store_true", help="also the held-out vs sampled vs fresh queries table")
+    ap.add_argument("--no-sample", action="store_true", help="skip the held-out vs sampled vs fresh queries table")
     ap.add_argument("--sample-only", action="store_true", help="only that table")
     ap.add_argument("--sample-rows", type=int, default=20000)
     ap.add_argument("--sample-dims", type=int, default=1536)
-    ap.add_argument("--sample-queries", type=int, default=400, help="queries recorded in the sample table (--sample)")
+    ap.add_argument("--sample-queries", type=int, default=400, help="queries recorded in the sample table")
     args = ap.parse_args()
+    args.sample = not args.no_sample
     if args.quick:
-        args.rows, args.queries, args.no_scaling, args.no_filtered = 4000, 100, True, True
+        args.rows, args.queries, args.no_scaling, args.no_filtered, args.sample = 4000, 100, True, True, False
     if args.scaling_only:
-        args.no_datasets, args.no_filtered, args.no_scaling, args.site = True, True, False, False
+        args.no_datasets, args.no_filtered, args.no_scaling, args.site, args.sample = True, True, False, False, False
     if args.sample_only:
         args.no_datasets, args.no_filtered, args.no_scaling, args.site, args.sample = True, True, True, False, True
     info = connection_info()
