@@ -29,6 +29,11 @@ same distribution (its 2,000 clusters), and 100,000 rows with the clusters grown
 (0 and --site-rows rows), with the tuning and recall-check task times from profile_tasks, next
 to what main's engine (8d9de37, loaded from git) spends on the same table in process.
 
+Then the recall the app gets (``--sample-only`` for it alone, ``--no-sample`` to skip it): per query distribution
+(small clusters, many smaller ones, power law, and two shifted ones: short queries and another mixture of the same
+clusters), the setting the tuner stores from held-out rows less their margin (no sampled queries) and from the app's
+sampled queries, each against the recall of fresh queries at that setting, with held-out rows' bias beside.
+
 Connection: ``$NDIS_LOCAL_STACK_DIR/stack.json`` (default /tmp/ndis-local-stack). Each dataset gets
 a scratch database, dropped afterwards. Targets are printed, never enforced.
 
@@ -63,6 +68,7 @@ import psycopg2  # noqa: E402
 
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi  # noqa: E402
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr  # noqa: E402
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs  # noqa: E402
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt  # noqa: E402
 
 K = 10
@@ -452,6 +458,124 @@ def datasets(info: dict, args) -> None:
                               met(all(r["exact_ms"] / r["index_ms"] >= 10 for r in results))))
 
 
+# The query distributions of the sample table (--sample): (name, table model, rows per cluster, query shift)
+SAMPLE_CASES = (
+    ("small_clusters", "small_clusters", 10, None),
+    ("many_small (~7)", "small_clusters", 7, None),
+    ("power_law", "power_law", None, None),
+    ("short queries", "small_clusters", 7, "short"),
+    ("other mixture", "small_clusters", 7, "mixture"),
+)
+
+
+def query_model(model: Model, shift):
+    """The app's queries: the rows' own distribution, or shifted - ``short``: a query near its cluster's centre with
+    more noise off the cluster's subspace (a short question is a blurred version of its passage); ``mixture``: the
+    same clusters, a different mixture (a tenth of them carry all the traffic)."""
+    if shift is None:
+        return model.draw
+    if shift == "mixture":
+        rng = np.random.default_rng(5)
+        w = np.zeros(len(model.weights))
+        w[rng.choice(len(w), max(len(w) // 10, 1), replace=False)] = 1.0
+        q = Model.__new__(Model)
+        q.__dict__.update(model.__dict__)
+        q.weights = w / w.sum()
+        return q.draw
+
+    def short(n, seed):
+        x = model.draw(n, seed)
+        rng = np.random.default_rng(seed + 1000)
+        return (x + 0.25 * rng.normal(0, 1, x.shape).astype(np.float32) * np.linalg.norm(x, axis=1, keepdims=True)
+                / np.sqrt(x.shape[1])).astype(np.float32)
+    return short
+
+
+def fresh_at(dsn: str, data: np.ndarray, queries: np.ndarray):
+    """Recall@10 of fresh queries through a new session (the stored setting): estimate and 95% bounds."""
+    want = numpy_truth(data, queries)
+    got, _ = app_search(dsn, queries)
+    per = [len(set(g) & set(int(x) for x in w)) / K for g, w in zip(got, want)]
+    return vr.bootstrap_bounds(per)
+
+
+def sample_case(info: dict, label: str, kind: str, per_cluster, shift, rows: int, dims: int, nq: int, ns: int) -> dict:
+    """Held-out fallback vs the app's sample vs fresh queries at each stored setting, on one distribution."""
+    name, dsn, admin = scratch(info, "bench_sample")
+    out = {"case": label}
+    try:
+        model = Model(kind, rows * 10 // per_cluster if per_cluster else rows, dims, seed=11)
+        data = model.draw(rows, seed=1)
+        draw = query_model(model, shift)
+        load_table(dsn, data)
+        decl = {"table": "items", "column": "v", "metric": "cosine", "method": "auto"}
+        build(dsn, decl)
+        vs.ensure({"dsn": dsn})
+        qs = {"schema": vs.DEFAULT_SCHEMA, "table": vs.DEFAULT_TABLE}
+        # 1. the fallback: no sampled queries, held-out rows less the margin
+        t0 = time.perf_counter()
+        h = vt.tune({"dsn": dsn}, [decl], recall_target=TARGET, k=K, query_sample=qs)["indexes"][0]
+        out.update(h_s=time.perf_counter() - t0, h_ef=h["value"], h_raw=h["held_out"]["recall"], h_raw_lower=h["held_out"]["lower"],
+                   h_est=h["recall"], h_lower=h["lower"], h_n=h["queries"])
+        out["h_fresh"] = fresh_at(dsn, data, draw(nq, seed=21))
+        # 2. the app's sample: ns of its queries recorded, then tuned on them
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for q in draw(ns, seed=31):
+                cur.execute("INSERT INTO query_sample.vector_queries (index_name, embedding) VALUES (%s, %s::vector)",
+                            ("items_v_hnsw_cosine", vr.literal(q)))
+        conn.close()
+        t0 = time.perf_counter()
+        sm = vt.tune({"dsn": dsn}, [decl], recall_target=TARGET, k=K, query_sample=qs)["indexes"][0]
+        out.update(s_s=time.perf_counter() - t0, s_ef=sm["value"], s_est=sm["recall"], s_lower=sm["lower"], s_n=sm["queries"],
+                   s_from=sm["queries_from"])
+        out["s_fresh"] = fresh_at(dsn, data, draw(nq, seed=41))
+        # 3. held-out rows at the sample's setting, the tuner's way (400 rows): their bias at the same setting
+        conn = psycopg2.connect(dsn)
+        cur = conn.cursor()
+        d = vi.normalize(decl)
+        vi.table_state(cur, d)
+        d["resolved_method"] = "hnsw"
+        st = vr.Sample(cur, d, rows, K, 400, 400).measure({"hnsw.ef_search": sm["value"]})
+        # and all ns sampled queries at it (the tuner stops at the queries its decision needed: 100 here)
+        rd = vs.read(cur, vs.DEFAULT_SCHEMA, vs.DEFAULT_TABLE, d, ns)
+        whole = vr.AppQueries(cur, d, rd, K, ns, ns).measure({"hnsw.ef_search": sm["value"]})
+        conn.close()
+        out.update(h_at_s=st["recall"], s_all=whole["recall"], s_all_lower=whole["lower"], s_all_upper=whole["upper"])
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    return out
+
+
+def sample_table(info: dict, args) -> None:
+    rows, dims, nq, ns = args.sample_rows, args.sample_dims, args.queries * 2, args.sample_queries
+    print(f"\nrecall the app gets: {rows} rows x {dims} dims, hnsw m=16 ef_construction=64, target {TARGET}; "
+          f"fresh = {nq} new queries of the app's distribution through a new session at the stored setting (95% bounds); "
+          f"held-out margin {vt.HELD_OUT_MARGIN}; {ns} sampled queries", flush=True)
+    print(f"{'distribution':<17} | {'fallback ef':>11} {'held-out raw':>12} {'promised (lower)':>16} {'fresh (lower-upper)':>19} "
+          f"{'raw - fresh':>11} | {'sample ef':>9} {'sample est (lower)':>18} {'fresh (lower-upper)':>19} {'est - fresh':>11} "
+          f"{'all sampled':>15} {'- fresh':>7} {'held-out at it':>14} {'bias':>6} | {'tune s':>9}", flush=True)
+    results = []
+    for label, kind, per_cluster, shift in SAMPLE_CASES:
+        r = sample_case(info, label, kind, per_cluster, shift, rows, dims, nq, ns)
+        results.append(r)
+        hf, sf = r["h_fresh"], r["s_fresh"]
+        print(f"{label:<17} | {r['h_ef']:>11} {r['h_raw']:>12.3f} {r['h_est']:>8.3f} ({r['h_lower']:.3f}) "
+              f"{hf[0]:>7.3f} ({hf[1]:.3f}-{hf[2]:.3f}) {r['h_raw'] - hf[0]:>+11.3f} | {r['s_ef']:>9} "
+              f"{r['s_est']:>10.3f} ({r['s_lower']:.3f}) {sf[0]:>7.3f} ({sf[1]:.3f}-{sf[2]:.3f}) {r['s_est'] - sf[0]:>+11.3f} "
+              f"{r['s_all']:>15.3f} {r['s_all'] - sf[0]:>+7.3f} {r['h_at_s']:>14.3f} {r['h_at_s'] - sf[0]:>+6.3f} | "
+              f"{r['h_s']:>4.1f}/{r['s_s']:<4.1f}", flush=True)
+    print("targets: sample estimate within 0.01 of fresh on every distribution: %s (the tuner's, on the queries its "
+          "decision needed), %s (all the sampled queries); fresh >= %.2f at the sample's setting: "
+          "%s; at the fallback's setting: %s; the fallback never promises more than fresh queries get: %s" % (
+              met(all(abs(r["s_est"] - r["s_fresh"][0]) <= 0.01 for r in results)),
+              met(all(abs(r["s_all"] - r["s_fresh"][0]) <= 0.01 for r in results)), TARGET,
+              met(all(r["s_fresh"][0] >= TARGET for r in results)), met(all(r["h_fresh"][0] >= TARGET for r in results)),
+              met(all(r["h_est"] <= r["h_fresh"][0] for r in results))))
+
+
 def met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -472,11 +596,19 @@ def main() -> int:
                     help="dims of the filtered table (at 1536 the planner scans a 20k table for a 10%% filter: all exact)")
     ap.add_argument("--site", action="store_true", help="also time no-op site.yml runs vs rows (local environment)")
     ap.add_argument("--site-rows", type=int, default=30000)
+    ap.add_argument("--no-sample", action="store_true", help="skip the held-out vs sampled vs fresh queries table")
+    ap.add_argument("--sample-only", action="store_true", help="only that table")
+    ap.add_argument("--sample-rows", type=int, default=20000)
+    ap.add_argument("--sample-dims", type=int, default=1536)
+    ap.add_argument("--sample-queries", type=int, default=400, help="queries recorded in the sample table")
     args = ap.parse_args()
+    args.sample = not args.no_sample
     if args.quick:
-        args.rows, args.queries, args.no_scaling, args.no_filtered = 4000, 100, True, True
+        args.rows, args.queries, args.no_scaling, args.no_filtered, args.sample = 4000, 100, True, True, False
     if args.scaling_only:
-        args.no_datasets, args.no_filtered, args.no_scaling, args.site = True, True, False, False
+        args.no_datasets, args.no_filtered, args.no_scaling, args.site, args.sample = True, True, False, False, False
+    if args.sample_only:
+        args.no_datasets, args.no_filtered, args.no_scaling, args.site, args.sample = True, True, True, False, True
     info = connection_info()
     print(f"pgvector tuner bench: {args.rows} rows x 1536 dims, {args.queries} fresh queries, recall@{K}, cosine, "
           f"target {TARGET}; stack {info['source']}; load average %.1f %.1f %.1f" % os.getloadavg(), flush=True)
@@ -516,6 +648,8 @@ def main() -> int:
               % (met(max(same["tune_s"], grown["tune_s"]) <= 60), same["tune_s"], grown["tune_s"],
                  met(same["tune_s"] / same["rows"] <= small["tune_s"] / small["rows"] * 1.1), same["tune_s"] / small["tune_s"],
                  grown["tune_s"] / small["tune_s"], small["ef"], grown["ef"]))
+    if args.sample:
+        sample_table(info, args)
     if args.site:
         print(f"\n{'no-op site.yml':<15} {'total s':>8} {'tuning s':>8} {'recall s':>8}   main's engine on the same table (in process)",
               flush=True)

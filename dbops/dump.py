@@ -181,10 +181,29 @@ SELECT n.nspname, t.relname, i.relname, am.amname, a.attname, opc.opcname
 """
 
 
-def table_counts(cur) -> dict[str, int]:
+# The app's query sample (the pgvector role's sample phase, module_utils/vector_sample.py, which comments its table so):
+# sampled query vectors are personal data with a retention of their own (days), shorter than a dump's, so a dump
+# carries the table but not its rows.
+SAMPLE_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND obj_description(c.oid, 'pg_class') LIKE 'ndis.dbops: a sample of the application''s query vectors%'
+ ORDER BY 1, 2
+"""
+
+
+def sample_tables(cur) -> list[tuple[str, str]]:
+    cur.execute(SAMPLE_TABLES_SQL)
+    return [tuple(r) for r in cur.fetchall()]
+
+
+def table_counts(cur, without_rows=()) -> dict[str, int]:
+    """Rows of every table; the tables in ``without_rows`` (schema, table), whose rows are not dumped, count 0."""
     cur.execute(TABLES_SQL)
     counts = {}
     for schema, table in cur.fetchall():
+        if (schema, table) in set(without_rows):
+            counts[f"{schema}.{table}"] = 0
+            continue
         cur.execute(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}")
         counts[f"{schema}.{table}"] = cur.fetchone()[0]
     return counts
@@ -289,6 +308,10 @@ def run_dump(target: Target, bucket: str, prefix: str = "", kms_key_id: str | No
             snapshot = cur.fetchone()[0]
             facts = server_facts(cur)
             cmd = [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-password"]
+            without_rows = sample_tables(cur)
+            for schema, table in without_rows:
+                quoted = ".".join('"%s"' % part.replace('"', '""') for part in (schema, table))
+                cmd.append(f"--exclude-table-data={quoted}")
             if compress:
                 cmd.append(f"--compress={compress}")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -296,7 +319,7 @@ def run_dump(target: Target, bucket: str, prefix: str = "", kms_key_id: str | No
             stderr_chunks: list[bytes] = []
             drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
             drain.start()
-            counts = table_counts(cur)
+            counts = table_counts(cur, without_rows)
             indexes = vector_indexes(cur)
             reader = HashingReader(proc.stdout)
             upload_error = None
@@ -330,6 +353,7 @@ def run_dump(target: Target, bucket: str, prefix: str = "", kms_key_id: str | No
         "size": reader.size,
         "sha256": reader.sha256.hexdigest(),
         "tables": counts,
+        "rows_not_dumped": [f"{schema}.{table}" for schema, table in without_rows],
         "vector_indexes": indexes,
         "server_version": facts["server_version"],
         "pgvector_version": facts["pgvector_version"],

@@ -170,6 +170,22 @@ def test_hnsw_table_restores_and_answers_nearest_neighbour_queries(source, bucke
         conn.close()
 
 
+def test_the_query_sample_is_dumped_without_its_rows(source, bucket):
+    """Sampled query vectors are personal data kept days, not the dumps' weeks: the table is dumped, its rows are not."""
+    from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs
+
+    vs.ensure({"dsn": source["dsn"]})
+    with psycopg2.connect(source["dsn"]) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO query_sample.vector_queries (index_name, embedding) VALUES ('items_hnsw', '[1,2]')")
+    conn.close()
+    manifest = dump.run_dump(source["target"], bucket["name"], "s/")
+    assert manifest["rows_not_dumped"] == ["query_sample.vector_queries"]
+    assert manifest["tables"]["query_sample.vector_queries"] == 0 and manifest["tables"]["public.items"] == ROWS
+    report = dump.run_restore_test(source["target"], bucket["name"], "s/", key=manifest["key"])
+    assert report["result"] == "PASS", report["problems"]
+    assert report["tables"]["query_sample.vector_queries"] == 0
+
+
 def test_latest_is_the_newest_dump_and_a_missing_one_is_explained(source, bucket):
     import datetime as dt
 

@@ -341,3 +341,30 @@ def rpo_check(age_seconds, max_minutes=15):
 def _num(value):
     value = float(value)
     return str(int(value)) if value == int(value) else "%.1f" % value
+
+
+# ---------------------------------------------------------------- recall on the app's sampled queries
+
+def sample_recall_check(r, threshold=0.9, target=0.95):
+    """r: what vector_tune.sample_recall measured.  PASS when the 95% lower bound of recall on the newest sampled
+    queries reaches ``threshold``; FAIL naming the setting to raise (and the value that reaches ``target`` on the same
+    queries, when one up to the bound does); INFO when the sample holds too few queries to say."""
+    name = "Recall on sampled queries (%s)" % r["name"]
+    if r.get("recall") is None:
+        return check(name, INFO, "%d sampled queries of %s (fewer than %d): not measured; the app records a sample of its "
+                                 "queries (docs/vector-search.md)" % (r["queries"], r["name"], r["min_queries"]))
+    detail = "recall@%d %.3f (95%% lower bound %.3f) at %s=%d on the %d newest sampled queries (searched %s to %s)" % (
+        r["k"], r["recall"], r["lower"], r["guc"], r["value"], r["queries"], r["oldest_at"], r["newest_at"])
+    if r.get("filtered"):
+        detail += ", %d of them filtered: %.3f" % (r["filtered"]["queries"], r["filtered"]["recall"])
+    if r["lower"] >= threshold:
+        return check(name, PASS, detail)
+    if r.get("better"):
+        fix = "raise %s: %s=%d reaches %.3f (lower bound %.3f) on these queries; re-tune on the sample: ansible-playbook " \
+              "site.yml -l <env> --tags pgvector_tuning" % (r["guc"], r["guc"], r["better"][0], r["better"][1]["recall"],
+                                                            r["better"][1]["lower"])
+    else:
+        fix = "raise %s: no value up to the bound reaches %.2f on these queries; rebuild the index with larger m / " \
+              "ef_construction, then re-tune" % (r["guc"], target)
+    return check(name, FAIL, "%s, below %.2f: the app's queries no longer look like what the setting was tuned on; %s"
+                 % (detail, threshold, fix))

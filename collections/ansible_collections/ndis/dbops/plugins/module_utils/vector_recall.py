@@ -6,6 +6,8 @@
 
 How a measurement is made, and why:
 
+* **The app's queries** (``AppQueries``), sampled as it searches, when there are enough: never rows of the table,
+  each measured with its own filter.  Otherwise:
 * **Queries are held out.**  A query is a stored row, sampled reproducibly
   (``TABLESAMPLE BERNOULLI ... REPEATABLE``, then a seeded shuffle), and that row is excluded
   from both the exact answer and the index's answer: the query is never answered by itself.
@@ -439,6 +441,90 @@ class Sample(object):
             have["times"].extend(times)
             set_local(self.cur, {"enable_seqscan": "on"})
         return summarise(have["recalls"][:n], have["full"][:n], have["times"][:n], self.seed)
+
+
+class AppQueries(object):
+    """The application's sampled queries (module_utils/vector_sample.py) as a measurement sample: the same interface
+    as ``Sample`` (``grow``, ``measure``, ``n``, ``cap``, ``vecs``, ``truth_stats``), so tuning and the recall check
+    run the same sequential test on them.
+
+    A sampled query is not a row of the table, so nothing is excluded from its answers: its recall is the app's.
+    Each query is measured with its own filter: the exact answer from a pass over the rows that match it, the index's
+    answer from the app's query with that ``WHERE`` (the planner's own plan, as the app gets it; unfiltered queries
+    run with the index forced, as in ``Sample``).  One pass over the table per distinct filter among the queries
+    that need exact answers.  ``read``: what ``vector_sample.read`` returned (the newest queries, shuffled).
+    """
+
+    def __init__(self, cur, d, read, k, start, cap, batch_rows=4096, truth_ahead=3.0, seed=SEED):
+        self.cur, self.d, self.k, self.batch_rows, self.truth_ahead, self.seed = cur, d, k, batch_rows, truth_ahead, seed
+        self.start = start
+        self.vecs = read["vecs"][:cap]
+        self.filters = read["filters"][:cap]
+        self.keys = np.full(len(self.vecs), -1, dtype=np.int64)  # no row of the table is a query
+        self.cap = len(self.vecs)
+        self.truth, self.literals, self.cache, self.n = [], [], {}, 0
+        self.truth_stats = {"rows": 0, "seconds": 0.0, "passes": 0, "queries": 0}
+        self.grow(min(start, self.cap))
+
+    def grow(self, n):
+        n = min(n, self.cap)
+        if n <= self.n:
+            return False
+        if n > len(self.truth):
+            have = len(self.truth)
+            upto = min(self.cap, max(n, int(self.start * self.truth_ahead) if not self.truth else n))
+            got = [None] * (upto - have)
+            groups = {}
+            for i in range(have, upto):
+                groups.setdefault(self.filters[i], []).append(i)
+            seconds, rows = 0.0, 0
+            for fsql, idx in sorted(groups.items(), key=lambda kv: kv[0] or ""):
+                t, st = exact_topk(self.cur, self.d, self.keys[idx], self.vecs[idx], self.k, fsql, self.batch_rows)
+                for i, ans in zip(idx, t):
+                    got[i - have] = ans
+                seconds += st["seconds"]
+                rows = max(rows, st["rows"])
+                self.truth_stats["passes"] += 1
+            self.truth.extend(got)
+            self.truth_stats.update(rows=rows, seconds=round(self.truth_stats["seconds"] + seconds, 3),
+                                    queries=len(self.truth))
+        if n > len(self.literals):
+            self.literals.extend(literal(v) for v in self.vecs[len(self.literals):n])
+        self.n = n
+        return True
+
+    def measure(self, settings, force_index=True, label=None, upto=None):
+        """Recall of the first ``n`` queries with ``settings``, each with its own filter: summarise(), plus
+        ``filtered`` (the same figures over the filtered queries alone, or None when there are none)."""
+        key = label if label is not None else tuple(sorted((settings or {}).items())) + (force_index,)
+        have = self.cache.setdefault(key, {"recalls": {}, "full": {}, "times": []})
+        n = self.n if upto is None else max(0, min(int(upto), self.n))
+        todo = [i for i in range(n) if i not in have["recalls"]]
+        if todo:
+            groups = {}
+            for i in todo:
+                groups.setdefault(self.filters[i], []).append(i)
+            for fsql, idx in sorted(groups.items(), key=lambda kv: kv[0] or ""):
+                set_local(self.cur, dict(settings or {}, enable_seqscan="off" if force_index and not fsql else "on"))
+                timed = max(0, LATENCY_QUERIES - len(have["times"])) if not fsql else None
+                got, dists, times = index_answers(self.cur, self.d, self.keys[idx], self.vecs[idx], self.k, fsql,
+                                                  timed=timed, literals=[self.literals[i] for i in idx])
+                r, f = per_query_recall(self.cur, self.d, self.keys[idx], self.vecs[idx], [self.truth[i] for i in idx],
+                                        got, dists, self.k)
+                for i, ri, fi in zip(idx, r, f):
+                    have["recalls"][i], have["full"][i] = ri, fi
+                if not fsql:
+                    have["times"].extend(times)
+            set_local(self.cur, {"enable_seqscan": "on"})
+        st = summarise([have["recalls"][i] for i in range(n)], [have["full"][i] for i in range(n)], have["times"],
+                       self.seed)
+        fi = [i for i in range(n) if self.filters[i]]
+        st["filtered"] = None
+        if fi:
+            fst = summarise([have["recalls"][i] for i in fi], [have["full"][i] for i in fi], [], self.seed)
+            fst.update(filters=len(set(self.filters[i] for i in fi)))
+            st["filtered"] = fst
+        return st
 
 
 def begin_snapshot(cur):

@@ -5,7 +5,15 @@
 (``recall_check``): the engine behind ``ndis.dbops.pgvector_tune`` and
 ``ndis.dbops.pgvector_recall_info``.  Measurements come from module_utils/vector_recall.py.
 
-Tuning: for each declared index, held-out queries are measured at increasing
+The queries: the app's own, sampled as it searches (module_utils/vector_sample.py, ``vr.AppQueries``), when the
+sample holds at least ``sample_min_queries`` of the index; otherwise held-out rows (``vr.Sample``), whose figures are
+labelled so and lowered by ``heldout_margin`` (a held-out row is still a node of the graph and overstates the recall
+of an unseen query), the tuner then needing their lower bound to reach the target plus the margin.  Once enough
+queries were sampled since a measurement (``drift_queries``), tuning measures the newest at the stored setting and
+tunes again when they no longer reach the target (query drift); ``sample_recall`` is health's measurement of the
+newest sampled queries.
+
+Tuning: for each declared index, the queries are measured at increasing
 ``hnsw.ef_search`` (``ivfflat.probes``) and the smallest value whose 95% lower confidence bound
 reaches the target is stored (``ALTER DATABASE ... SET`` or ``ALTER ROLE ... IN DATABASE ...
 SET``).  The sample starts at ``sample_size`` queries and grows, up to ``max_sample_size``, only
@@ -19,7 +27,8 @@ measurement time.  Tuning and the recall check re-measure only when something it
 changed: a share of rows (``remeasure_share``) inserted, updated or deleted since, the index
 rebuilt (new relfilenode, or the COMMENT replaced by a build), counters reset (a crash or a
 restore), the stored setting changed, or k / the target / the filter / the iterative-scan
-settings differ.  Otherwise the recall check reports the stored estimate and bound.
+settings differ, or the queries would now come from elsewhere.  Otherwise the recall check reports the stored
+estimate and bound.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,6 +41,7 @@ from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_extension as vext
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs
 
 # ~1.6x apart: finer steps buy little latency and make the decision between neighbours unclear (more queries)
 EF_SEARCH_STEPS = (40, 64, 100, 160, 250, 400, 640, 1000)
@@ -40,9 +50,17 @@ FILTERED_QUERIES = 200
 # Recall within this much above the target is the indifference zone: the sample does not grow to certify such a
 # value, the next higher one is stored (see growth()).
 INDIFFERENCE = 0.01
+# How much held-out rows overstate the recall of queries the graph has never seen, subtracted from their figures when
+# the app's query sample is too small to measure on (bench/bench_vector.py and docs/vector-search.md: the largest
+# bias measured near a 0.95 target was 0.026, on many small clusters; the margin is taken above it).
+HELD_OUT_MARGIN = 0.03
 
 
 # ---------------------------------------------------------------- settings
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def guc_for(method):
@@ -159,7 +177,10 @@ def why_remeasure(stored, now, expect, remeasure_share):
         return "no measurement stored"
     if stored.get("filenode") != now["filenode"]:
         return "the index was rebuilt since the last measurement"
-    for key in ("guc", "value", "k", "filter", "extra"):
+    if "source" in expect and stored.get("source") != expect["source"]:
+        return ("%s: measured on %s" % (source_reason(expect), SOURCE_NAMES.get(stored.get("source"), "held-out rows without "
+                                                                                        "their optimism margin")))
+    for key in ("guc", "value", "k", "filter", "extra", "margin"):
         if key in expect and stored.get(key) != expect[key]:
             return "%s is %r, measured with %r" % (key, expect[key], stored.get(key))
     if "target" in expect and stored.get("target") is not None and stored["target"] != expect["target"]:
@@ -172,9 +193,80 @@ def why_remeasure(stored, now, expect, remeasure_share):
     return None
 
 
+SOURCE_NAMES = {"sample": "the app's sampled queries", "held_out": "held-out rows"}
+
+
+def source_reason(expect):
+    if expect["source"] == "sample":
+        return "the query sample holds %d queries of this index (at least %d)" % (expect["sample_queries"],
+                                                                                   expect["sample_min_queries"])
+    return "the query sample holds %d queries of this index (fewer than %d)" % (expect.get("sample_queries") or 0,
+                                                                                  expect["sample_min_queries"])
+
+
+def source_text(st):
+    """Which queries a figure came from, how many, and when: the words verify, health and the tuner print."""
+    if st.get("source") == "sample":
+        return "%d sampled app queries (searched %s to %s)" % (st["queries"], st.get("sample_oldest_at") or "?",
+                                                                st.get("sample_newest_at") or "?")
+    if st.get("source") == "held_out":
+        raw = st.get("held_out") or {}
+        return ("%d held-out rows, corrected by -%.2f for their optimism (held-out estimate %.3f, lower bound %.3f; "
+                "fewer than %d sampled app queries)" % (st["queries"], st.get("margin") or 0, raw.get("recall", 0),
+                                                        raw.get("lower", 0), st.get("sample_min_queries") or 0))
+    return "%s held-out rows" % st["queries"]
+
+
+def corrected(st, margin):
+    """A held-out figure with the optimism margin taken off: what unseen queries are expected to get at least."""
+    out = dict(st)
+    for key in ("recall", "lower", "upper"):
+        if st.get(key) is not None:
+            out[key] = round(max(0.0, st[key] - margin), 4)
+    out["held_out"] = {"recall": st["recall"], "lower": st["lower"], "upper": st["upper"]}
+    return out
+
+
 def _measure_line(name, k, st, guc, value, extra=""):
-    return "%s: recall@%d %.3f (95%% lower bound %.3f) at %s=%s, %s queries held out%s" % (
-        name, k, st["recall"], st["lower"], guc, value, st["queries"], extra)
+    return "%s: recall@%d %.3f (95%% lower bound %.3f) at %s=%s on %s%s" % (
+        name, k, st["recall"], st["lower"], guc, value, source_text(st), extra)
+
+
+def _sample_filtered_line(st):
+    f = st.get("sample_filtered")
+    if not f:
+        return ""
+    return "; sampled filtered queries (%d, %d filters, each with its own): recall@%s %.3f (95%% lower bound %.3f), " \
+           "%.0f%% got k rows" % (f["queries"], f.get("filters", 0), st.get("k", 10), f["recall"], f["lower"],
+                                  100 * (f["full_k_share"] or 0))
+
+
+def query_source(cur, d, query_sample, min_queries, retention_days=None):
+    """(source, sample state): the app's sampled queries when the sample holds at least ``min_queries`` of this
+    index, else held-out rows.  The cheap check: one statement on the bounded sample table."""
+    qs = vs.state(cur, query_sample["schema"], query_sample["table"], d, retention_days) if query_sample else None
+    return ("sample" if qs and qs["queries"] >= min_queries else "held_out"), qs
+
+
+def measurement_sample(cur, d, rows, k, source, query_sample, sample_size, max_sample_size, retention_days=None):
+    """The queries a measurement runs on: the app's newest sampled queries, or held-out rows."""
+    if source == "sample":
+        rd = vs.read(cur, query_sample["schema"], query_sample["table"], d, max_sample_size, retention_days)
+        s = vr.AppQueries(cur, d, rd, k, sample_size, max_sample_size)
+        s.newest_at, s.oldest_at, s.skipped = rd["newest_at"], rd["oldest_at"], rd["skipped"]
+        return s
+    return vr.Sample(cur, d, rows, k, sample_size, max_sample_size)
+
+
+def labelled(st, sample, source, margin, min_queries):
+    """The figure as stored and reported: its source, and for held-out rows the margin taken off."""
+    out = dict(st) if source == "sample" else corrected(st, margin)
+    out.update(source=source, margin=None if source == "sample" else margin, sample_min_queries=min_queries)
+    if source == "sample":
+        out.update(sample_newest_at=sample.newest_at, sample_oldest_at=sample.oldest_at,
+                   sample_filtered=st.get("filtered"))
+    out.pop("filtered", None)
+    return out
 
 
 def _filtered_line(st):
@@ -290,7 +382,8 @@ def bound_warning(name, k, guc, value, st, target, method):
 
 def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sample_size=800, min_rows=1000,
          scope="database", role=None, max_ef_search=400, max_probes=None, remeasure_share=0.1,
-         iterative_scan=None, max_scan_tuples=None, check_mode=False):
+         iterative_scan=None, max_scan_tuples=None, check_mode=False, query_sample=None, sample_min_queries=100,
+         heldout_margin=HELD_OUT_MARGIN, drift_queries=100, sample_retention_days=None):
     """Set hnsw.ef_search / ivfflat.probes at database or role level to the smallest value whose 95% lower bound
     reaches ``recall_target``; with ``iterative_scan``, also the iterative-scan settings.
 
@@ -351,27 +444,65 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
             now = measured_state(cur, d, idx)
             setting = current_setting_at(cur, scope, guc, role) if scope != "none" else None
             extra = app_extra(cur, method, app_role, managed) if vext.supports_iterative_scan(version) else {}
-            expect = {"guc": guc, "k": k, "filter": d["filter"], "extra": extra, "target": recall_target}
+            source, qs = query_source(cur, d, query_sample, sample_min_queries, sample_retention_days)
+            expect = {"guc": guc, "k": k, "filter": d["filter"], "extra": extra, "target": recall_target,
+                      "source": source, "margin": None if source == "sample" else heldout_margin,
+                      "sample_queries": (qs or {}).get("queries", 0), "sample_min_queries": sample_min_queries}
             reason = why_remeasure(stored, now, expect, remeasure_share)
             if reason is None and scope != "none" and (setting is None or not setting.isdigit() or int(setting) < int(stored["value"])):
                 reason = "%s is %s where the measurement chose %s" % (guc, setting or "not set", stored["value"])
+            drift = None
+            if reason is None and source == "sample":
+                # Query drift: enough queries sampled since the last look, measured at the stored setting.  The cheap
+                # check (the count) runs on every run; the measurement only when the count says so.
+                checked = int(stored.get("sample_checked_id") or stored.get("sample_newest_id") or 0)
+                fresh = vs.count_since(cur, query_sample["schema"], query_sample["table"], d, checked, sample_retention_days)
+                if fresh >= drift_queries:
+                    vr.begin_snapshot(cur)
+                    try:
+                        recent = vs.read(cur, query_sample["schema"], query_sample["table"], d, sample_size,
+                                         sample_retention_days)
+                        look = vr.AppQueries(cur, d, recent, k, sample_size, sample_size)
+                        dst = look.measure(dict(extra, **{guc: int(stored["value"])}))
+                    finally:
+                        vr.end_snapshot(cur)
+                    drift = {"recall": dst["recall"], "lower": dst["lower"], "upper": dst["upper"],
+                             "queries": dst["queries"], "newest_at": recent["newest_at"], "oldest_at": recent["oldest_at"],
+                             "checked_at": _now()}
+                    if dst["upper"] < recall_target:
+                        reason = ("query drift: the %d newest sampled queries (searched %s to %s) find recall@%d %.3f "
+                                  "(95%% upper bound %.3f) at %s=%s, below the target %.2f" % (
+                                      dst["queries"], recent["oldest_at"], recent["newest_at"], k,
+                                      dst["recall"], dst["upper"], guc, stored["value"], recall_target))
             if reason is None:
                 entry.update(status="kept", value=stored["value"], recall=stored["recall"], lower=stored["lower"],
-                             upper=stored["upper"], queries=stored["queries"], measured_at=stored.get("measured_at"))
+                             upper=stored["upper"], queries=stored["queries"], measured_at=stored.get("measured_at"),
+                             queries_from=stored.get("source"))
                 entry["detail"] = _measure_line(d["name"], k, stored, guc, stored["value"],
                                                 ", measured %s at %d rows; %.1f%% of rows changed since (re-measured beyond %.1f%%)" % (
                                                     stored.get("measured_at"), stored.get("rows", 0),
                                                     100 * changed_share(stored, now), 100 * remeasure_share))
+                entry["detail"] += _sample_filtered_line(dict(stored, k=k))
+                if drift is not None:
+                    entry["drift"] = drift
+                    entry["detail"] += ("; the %d newest sampled queries (searched %s to %s) find %.3f (95%% lower bound "
+                                        "%.3f) at the stored setting: no query drift" % (
+                                            drift["queries"], drift["oldest_at"], drift["newest_at"], drift["recall"],
+                                            drift["lower"]))
+                    comments.append((d, dict(meta, recall=dict(stored, drift=drift, sample_checked_id=qs["newest_id"]))))
                 if stored.get("filtered"):
                     entry["filtered"] = stored["filtered"]
                     entry["detail"] += "; " + _filtered_line(stored["filtered"])
                 needed[guc] = max(needed.get(guc, 0), int(stored["value"]))
                 continue
+            # Held-out rows overstate the recall of unseen queries: their figure must reach the target plus the margin.
+            judged = recall_target if source == "sample" else min(1.0, recall_target + heldout_margin)
             vr.begin_snapshot(cur)
             try:
-                sample = vr.Sample(cur, d, ts["rows"], k, sample_size, max_sample_size)
+                sample = measurement_sample(cur, d, ts["rows"], k, source, query_sample, sample_size, max_sample_size,
+                                            sample_retention_days)
                 value, st, stats, rounds, reached = settle(sample, guc, candidates(method, lists, bound), bound,
-                                                           recall_target, extra)
+                                                           judged, extra)
                 used = vr.index_used(cur, d, sample.vecs[0]) if sample.n else None
                 exact_ms = vr.exact_latency_ms(cur, d, sample.vecs, k)
                 filtered = measure_filtered((cur, ts["rows"]), d, dict(extra, **{guc: value}), k) if d["filter"] else None
@@ -385,28 +516,36 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
                 result["skipped"].append(entry["detail"])
                 result["problems"].append(msg)
                 continue
+            fig = labelled(st, sample, source, heldout_margin, sample_min_queries)
             curve = [[v, stats[v]["recall"], stats[v]["lower"], stats[v]["median_ms"]] for v in sorted(stats)]
-            entry.update(status="measured", value=value, recall=st["recall"], lower=st["lower"], upper=st["upper"],
-                         queries=st["queries"], median_ms=st["median_ms"], exact_median_ms=exact_ms, curve=curve,
+            entry.update(status="measured", value=value, recall=fig["recall"], lower=fig["lower"], upper=fig["upper"],
+                         queries=fig["queries"], median_ms=st["median_ms"], exact_median_ms=exact_ms, curve=curve,
                          rounds=rounds, reason=reason, truth_seconds=sample.truth_stats["seconds"],
-                         truth_passes=sample.truth_stats["passes"])
-            entry["detail"] = _measure_line(d["name"], k, st, guc, value, ", %.1f ms median (exact %.1f ms), %d rows; "
-                                            "measured because %s; tried %s" % (
+                         truth_passes=sample.truth_stats["passes"], queries_from=source, judged_target=judged,
+                         held_out=fig.get("held_out"), sample_filtered=fig.get("sample_filtered"))
+            entry["detail"] = _measure_line(d["name"], k, fig, guc, value, ", %.1f ms median (exact %.1f ms), %d rows; "
+                                            "measured because %s; tried %s%s" % (
                                                 st["median_ms"] or 0, exact_ms or 0, ts["rows"], reason,
-                                                ", ".join("%d -> %.3f (>= %.3f)" % (c[0], c[1], c[2]) for c in curve)))
+                                                ", ".join("%d -> %.3f (>= %.3f)" % (c[0], c[1], c[2]) for c in curve),
+                                                "" if source == "sample" else " (held-out figures, judged against %.2f)"
+                                                % judged))
+            entry["detail"] += _sample_filtered_line(dict(fig, k=k))
             if filtered:
                 entry["filtered"] = filtered
                 entry["detail"] += "; " + _filtered_line(filtered)
-            rec = None if reached else bound_warning(d["name"], k, guc, value, st, recall_target, method)
+            rec = None if reached else bound_warning(d["name"], k, guc, value, fig, recall_target, method)
             if rec:
                 result["recommendations"].append(rec)
                 result["warnings"].append(rec)
             needed[guc] = max(needed.get(guc, 0), value)
             state = {"guc": guc, "value": value, "k": k, "target": recall_target, "filter": d["filter"], "extra": extra,
-                     "recall": st["recall"], "lower": st["lower"], "upper": st["upper"], "queries": st["queries"],
+                     "recall": fig["recall"], "lower": fig["lower"], "upper": fig["upper"], "queries": fig["queries"],
                      "median_ms": st["median_ms"], "exact_median_ms": exact_ms, "rows": ts["rows"],
                      "counters": now["counters"], "filenode": now["filenode"], "filtered": filtered,
-                     "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                     "source": source, "margin": fig["margin"], "held_out": fig.get("held_out"),
+                     "sample_min_queries": sample_min_queries, "sample_filtered": fig.get("sample_filtered"),
+                     "sample_newest_at": fig.get("sample_newest_at"), "sample_oldest_at": fig.get("sample_oldest_at"),
+                     "sample_newest_id": (qs or {}).get("newest_id", 0), "measured_at": _now()}
             comments.append((d, dict(meta, recall=state, tuned_rows=ts["rows"], **{guc: value})))
         result["settings"] = dict(needed, **managed)
         # The GUCs the role or database stores; a measurement above already used their new values.
@@ -441,7 +580,8 @@ def tune(conn_params, indexes, recall_target=0.95, k=10, sample_size=100, max_sa
 
 
 def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=800, min_rows=1000, threshold=0.9,
-                 settings=None, role=None, remeasure_share=0.1):
+                 settings=None, role=None, remeasure_share=0.1, query_sample=None, sample_min_queries=100,
+                 heldout_margin=HELD_OUT_MARGIN, sample_retention_days=None):
     """Read-only recall@k of each declared index with the settings the app gets (its role's or the database's).
 
     Reports the stored measurement (the tuner's) when it still holds (see ``why_remeasure``), else measures
@@ -488,9 +628,12 @@ def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=80
             extra = app_extra(cur, idx["method"], role, dict((g, v) for g, v in (settings or {}).items() if g != guc))
             stored = idx["meta"].get("recall") or {}
             now = measured_state(cur, d, idx)
-            expect = {"guc": guc, "value": int(value), "k": k, "filter": d["filter"], "extra": extra}
+            qsource, qs = query_source(cur, d, query_sample, sample_min_queries, sample_retention_days)
+            expect = {"guc": guc, "value": int(value), "k": k, "filter": d["filter"], "extra": extra, "source": qsource,
+                      "margin": None if qsource == "sample" else heldout_margin,
+                      "sample_queries": (qs or {}).get("queries", 0), "sample_min_queries": sample_min_queries}
             reason = why_remeasure(stored, now, expect, remeasure_share)
-            c.update(setting={guc: int(value)}, method=idx["method"])
+            c.update(setting={guc: int(value)}, method=idx["method"], queries_from=qsource)
             if reason is None:
                 st, filtered = stored, stored.get("filtered")
                 c.update(source="stored", measured_at=stored.get("measured_at"), changed_share=round(changed_share(stored, now), 4))
@@ -499,12 +642,15 @@ def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=80
             else:
                 vr.begin_snapshot(cur)
                 try:
-                    sample = vr.Sample(cur, d, ts["rows"], k, sample_size, max_sample_size)
+                    sample = measurement_sample(cur, d, ts["rows"], k, qsource, query_sample, sample_size,
+                                                max_sample_size, sample_retention_days)
                     run = dict(extra, **{guc: value})
+                    judged = threshold if qsource == "sample" else threshold + heldout_margin
                     st = sample.measure(run)
-                    while st["upper"] >= threshold > st["lower"] and sample.n < sample.cap:
+                    while st["upper"] >= judged > st["lower"] and sample.n < sample.cap:
                         sample.grow(sample.n * 2)
                         st = sample.measure(run)
+                    st = labelled(st, sample, qsource, heldout_margin, sample_min_queries)
                     used = vr.index_used(cur, d, sample.vecs[0])
                     st["exact_median_ms"] = vr.exact_latency_ms(cur, d, sample.vecs, k)
                     filtered = measure_filtered((cur, ts["rows"]), d, run, k) if d["filter"] else None
@@ -518,9 +664,15 @@ def recall_check(conn_params, indexes, k=10, sample_size=100, max_sample_size=80
                 how = ", %.1f ms median (exact %.1f ms); measured now: %s" % (st["median_ms"] or 0, st["exact_median_ms"] or 0, reason)
             c.update(recall=st["recall"], lower=st["lower"], upper=st["upper"], queries=st["queries"],
                      median_ms=st.get("median_ms"), exact_median_ms=st.get("exact_median_ms"))
-            c["detail"] = _measure_line(d["name"], k, st, guc, value, how)
+            c["detail"] = _measure_line(d["name"], k, st, guc, value, how) + _sample_filtered_line(dict(st, k=k))
             c["app_query"] = vi.app_query(d, k)
-            ok = st["lower"] >= threshold
+            c.update(sample_filtered=st.get("sample_filtered"), held_out=st.get("held_out"),
+                     sample_newest_at=st.get("sample_newest_at"), sample_oldest_at=st.get("sample_oldest_at"))
+            if (st.get("sample_filtered") or {}).get("lower", 1.0) < threshold:
+                ok_filtered_sample = False
+            else:
+                ok_filtered_sample = True
+            ok = st["lower"] >= threshold and ok_filtered_sample
             if filtered:
                 c["filtered"] = filtered
                 c["detail"] += "; " + _filtered_line(filtered)
@@ -562,3 +714,47 @@ def _low_recall_cause(idx, rows, guc, value):
         cause = "hnsw.ef_search=%s is too small for this data" % value
         fix = "let the role tune ef_search (pgvector_recall_target), or rebuild with larger m / ef_construction"
     return {"cause": cause, "fix": fix}
+
+
+# ---------------------------------------------------------------- recall on live traffic (health)
+
+
+def sample_recall(cur, decl, query_sample, k=10, queries=200, target=0.95, threshold=0.9, role=None, max_ef_search=400,
+                  retention_days=None, min_queries=30):
+    """Recall@k of the index on the ``queries`` newest sampled queries, at the settings a new app session gets; when
+    its lower bound is under ``threshold``, the values above the app's are measured on the same queries, ascending,
+    until one's lower bound reaches ``target`` (``better``).  Bounded cost: one pass over the table per distinct filter
+    and at most ``queries`` index searches per value.  Runs inside the caller's (read-only) transaction.
+
+    Returns None when there is nothing to measure (no sample table, no valid index), else {name, table, queries,
+    newest_at, oldest_at, guc, value, recall, lower, upper, filtered, better: [value, stats] or None, skipped}.
+    """
+    d = vi.normalize(decl)
+    ts = vi.table_state(cur, d)
+    idx = vi.read_index(cur, d["schema"], d["name"]) if ts["exists"] else None
+    if not query_sample or idx is None or not idx["valid"] or not vs.exists(cur, query_sample["schema"], query_sample["table"]):
+        return None
+    d["resolved_method"] = idx["method"]
+    d["metric"] = vi.OPCLASS_METRIC.get(idx["opclass"].replace("halfvec_", "vector_"), d["metric"])
+    guc = guc_for(idx["method"])
+    value = int(app_setting(cur, guc, role))
+    extra = app_extra(cur, idx["method"], role, {})
+    rd = vs.read(cur, query_sample["schema"], query_sample["table"], d, queries, retention_days)
+    out = {"name": d["name"], "table": vi.qualified(d), "queries": len(rd["ids"]), "newest_at": rd["newest_at"],
+           "oldest_at": rd["oldest_at"], "guc": guc, "value": value, "better": None, "min_queries": min_queries,
+           "skipped": rd["skipped"], "k": k}
+    if len(rd["ids"]) < min_queries:
+        return out
+    s = vr.AppQueries(cur, d, rd, k, queries, queries)
+    st = s.measure(dict(extra, **{guc: value}))
+    out.update(recall=st["recall"], lower=st["lower"], upper=st["upper"], filtered=st["filtered"])
+    if st["lower"] < threshold:
+        bound = max_ef_search if idx["method"] == "hnsw" else vi.actual_params(idx).get("lists")
+        for v in candidates(idx["method"], vi.actual_params(idx).get("lists"), bound):
+            if v <= value:
+                continue
+            vst = s.measure(dict(extra, **{guc: v}))
+            if vst["lower"] >= target:
+                out["better"] = [v, {"recall": vst["recall"], "lower": vst["lower"]}]
+                break
+    return out

@@ -22,6 +22,10 @@ description:
     the tables holding vector indexes; whether the app's query shape (C(ORDER BY column <op> vector
     LIMIT k)) uses each declared vector index, and its size against its table's; slow statements
     from C(pg_stat_statements) where the extension is installed.
+  - With O(query_sample_table), the recall@k of each declared index on the O(sample_queries) newest queries the app
+    sampled (each with its own filter; exact answers from one pass over the table), at the settings a new session of
+    O(tuning_role) (else the database's) gets. FAIL when its 95% lower bound is under O(recall_threshold), naming the
+    setting to raise and the value that reaches O(recall_target) on the same queries.
   - Runs in a read-only transaction and changes nothing; supports check mode.
 author:
   - ndis dbops maintainers
@@ -60,8 +64,28 @@ options:
     description: A statement averaging more than this many milliseconds is reported.
     type: float
     default: 100.0
+  sample_queries:
+    description: The newest sampled queries recall is measured on (the cost per run is bounded by them).
+    type: int
+    default: 200
+  recall_threshold:
+    description: Recall@k on the sampled queries fails below this 95% lower bound.
+    type: float
+    default: 0.9
+  recall_target:
+    description: The recall the value named as the fix must reach on the same queries.
+    type: float
+    default: 0.95
+  tuning_role:
+    description: The app role whose role-in-database settings a new session gets (the tuner's scope role); else the database's.
+    type: str
+  max_ef_search:
+    description: The largest C(hnsw.ef_search) tried for the fix.
+    type: int
+    default: 400
 extends_documentation_fragment:
   - ndis.dbops.postgres
+  - ndis.dbops.query_sample
 """
 
 EXAMPLES = r"""
@@ -88,6 +112,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ndis.dbops.plugins.module_utils import health
 from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 from ansible_collections.ndis.dbops.plugins.module_utils.postgres import pgsql, psycopg2
 
 SESSIONS = """
@@ -162,6 +189,29 @@ def _index_in_plan(plan):
     return None
 
 
+def sample_checks(conn, p):
+    """Recall on the app's newest sampled queries, per declared index (a plain cursor: the measurement reads rows as
+    tuples)."""
+    if not vr.HAS_NUMPY:
+        return [health.check("Recall on sampled queries", health.INFO, "not measured: numpy is not installed")]
+    cur = conn.cursor()
+    qs = {"schema": p["query_sample_schema"], "table": p["query_sample_table"]}
+    out = []
+    for decl in p["indexes"]:
+        try:
+            r = vt.sample_recall(cur, decl, qs, k=p["k"], queries=p["sample_queries"], target=p["recall_target"],
+                                 threshold=p["recall_threshold"], role=p["tuning_role"], max_ef_search=p["max_ef_search"],
+                                 retention_days=p["sample_retention_days"], min_queries=p["sample_min_queries"])
+        except vi.VectorIndexError as e:
+            raise pg.PostgresError("recall on sampled queries: %s" % e.msg)
+        if r is not None:
+            out.append(health.sample_recall_check(r, p["recall_threshold"], p["recall_target"]))
+    if not out:
+        out.append(health.check("Recall on sampled queries", health.INFO, "no query sample table %s.%s or no valid vector "
+                                "index: not measured" % (qs["schema"], qs["table"])))
+    return out
+
+
 def statements_check(cur, min_ms):
     cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS installed,"
                 " EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements') AS available")
@@ -202,6 +252,8 @@ def read_checks(conn, p):
                 checks.extend(vector_checks(cur, decl, p["k"], p["min_rows"]))
             except vi.VectorIndexError as e:
                 raise pg.PostgresError("indexes: %s" % e.msg)
+        if p["query_sample_table"]:
+            checks.extend(sample_checks(conn, p))
         checks.append(statements_check(cur, p["slow_statement_ms"]))
         conn.rollback()
     except psycopg2.Error as e:
@@ -223,7 +275,13 @@ def main():
         long_running_seconds=dict(type="int", default=300),
         idle_in_transaction_seconds=dict(type="int", default=60),
         slow_statement_ms=dict(type="float", default=100.0),
+        sample_queries=dict(type="int", default=200),
+        recall_threshold=dict(type="float", default=0.9),
+        recall_target=dict(type="float", default=0.95),
+        tuning_role=dict(type="str"),
+        max_ef_search=dict(type="int", default=400),
     )
+    argument_spec.update(vs.SAMPLE_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     pg.fail_without_psycopg2(module)
     p = module.params

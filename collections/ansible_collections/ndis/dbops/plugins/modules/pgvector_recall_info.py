@@ -18,7 +18,9 @@ description:
     O(settings)).
   - When the tuner's stored measurement (the index comment) still holds - the index was not rebuilt, at most
     O(remeasure_share) of the rows changed since, the same setting, k, filter and iterative-scan settings -
-    its estimate and bound are reported without measuring. Otherwise held-out queries are measured now (one
+    its estimate and bound are reported without measuring. Otherwise queries are measured now - the app's sampled
+    queries when the sample holds at least O(sample_min_queries) of the index, else held-out rows with their figure
+    lowered by O(heldout_margin) and labelled so (one
     pass over the table for the exact answers; the sample doubles from O(sample_size) up to O(max_sample_size)
     while O(threshold) lies inside the interval). Nothing is stored (the session is read-only).
   - An index with a C(filter) also reports filtered recall (the planner's own plan, as the application gets it)
@@ -32,6 +34,7 @@ author:
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
+  - ndis.dbops.query_sample
 options:
   k:
     description: Neighbours per query.
@@ -127,6 +130,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 
 
@@ -144,6 +148,7 @@ def main():
         settings=dict(type="dict"),
         fail_below=dict(type="bool", default=False),
     )
+    argument_spec.update(vs.SAMPLE_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     pg.fail_without_psycopg2(module)
     if not vr.HAS_NUMPY:
@@ -152,7 +157,8 @@ def main():
     try:
         result = vt.recall_check(vi.conn_params(p), p["indexes"], k=p["k"], sample_size=p["sample_size"],
                                  max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], threshold=p["threshold"],
-                                 settings=p["settings"], role=p["tuning_role"], remeasure_share=p["remeasure_share"])
+                                 settings=p["settings"], role=p["tuning_role"], remeasure_share=p["remeasure_share"],
+                                 **vs.sample_params(p))
     except vi.VectorIndexError as e:
         pg.fail_module(module, e, ok=False, checks=[], queries=[])
     result["queries"] = []

@@ -13,8 +13,13 @@ module: pgvector_tune
 short_description: Set hnsw.ef_search / ivfflat.probes for the application from measured recall
 version_added: "0.2.0"
 description:
-  - For each declared index, samples O(sample_size) stored rows as held-out queries (each excluded from its own
-    exact and approximate answer), computes their exact top-k in one pass over the table (binary COPY, numpy
+  - The queries come from the app's query sample (O(query_sample_table), see M(ndis.dbops.pgvector_query_sample)) when
+    it holds at least O(sample_min_queries) queries of the index (the newest O(max_sample_size), each measured with its
+    own filter); they are never rows of the graph, so their recall is the app's. Otherwise stored rows are held out
+    (each excluded from its own answers) and the figure is labelled so and lowered by O(heldout_margin), as a held-out
+    row is still a node of the graph, which the search walks through, and overstates the recall of an unseen query;
+    the held-out bound must then reach the target plus the margin.
+  - For each declared index, samples O(sample_size) queries, computes their exact top-k in one pass over the table (binary COPY, numpy
     matrix products in batches), then measures the index's recall@k at increasing C(hnsw.ef_search)
     (40 to O(max_ef_search)) or C(ivfflat.probes) (1 to O(max_probes)) and keeps the smallest value whose
     95% lower confidence bound (bootstrap over queries) reaches O(recall_target). The sample grows, up to
@@ -29,7 +34,9 @@ description:
   - The measurement's state (value, estimate, bounds, rows, the table's insert/update/delete counters and the
     index's relfilenode) is kept in the index comment (C(ndis.dbops.pgvector {json})). The measurement is repeated
     only when more than O(remeasure_share) of the rows changed since, the index was rebuilt, the counters were
-    reset, the stored setting is missing or lower, or k, the target, the filter or the iterative-scan settings differ.
+    reset, the stored setting is missing or lower, k, the target, the filter or the iterative-scan settings differ,
+    the queries would now come from elsewhere (the sample grew past O(sample_min_queries)), or the sampled queries
+    drifted (O(drift_queries)).
   - With O(iterative_scan), also stores C(hnsw.iterative_scan) (C(ivfflat.iterative_scan) gets C(relaxed_order),
     IVFFlat has no strict order) and O(max_scan_tuples) (pgvector 0.8.0 or later). An index with a C(filter) gets
     its filtered recall measured and reported.
@@ -38,6 +45,7 @@ author:
 extends_documentation_fragment:
   - ndis.dbops.postgres
   - ndis.dbops.pgvector
+  - ndis.dbops.query_sample
 options:
   recall_target:
     description: Recall@k to reach.
@@ -88,6 +96,14 @@ options:
   max_scan_tuples:
     description: C(hnsw.max_scan_tuples), the most tuples an iterative HNSW scan visits (pgvector default 20000).
     type: int
+  drift_queries:
+    description:
+      - Query drift. When the stored measurement was made on the app's sampled queries and at least this many
+        queries were sampled since it (or since the last look), the newest O(sample_size) of them are measured at
+        the stored setting; when their 95% upper bound is under the target, the index is tuned again. Otherwise the
+        look is recorded in the index comment. A run with fewer new queries only counts them.
+    type: int
+    default: 100
 notes:
   - Supports C(check_mode) (measures, which only reads, and reports what would be set) and C(diff).
   - The sample is reproducible (C(TABLESAMPLE BERNOULLI ... REPEATABLE), a seeded shuffle and bootstrap); each query
@@ -156,6 +172,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.ndis.dbops.plugins.module_utils import postgres as pg
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_index as vi
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_recall as vr
+from ansible_collections.ndis.dbops.plugins.module_utils import vector_sample as vs
 from ansible_collections.ndis.dbops.plugins.module_utils import vector_tune as vt
 
 
@@ -175,7 +192,9 @@ def main():
         remeasure_share=dict(type="float", default=0.1),
         iterative_scan=dict(type="str", choices=["off", "strict_order", "relaxed_order"]),
         max_scan_tuples=dict(type="int"),
+        drift_queries=dict(type="int", default=100),
     )
+    argument_spec.update(vs.SAMPLE_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("scope", "role", ["tuning_role"])])
     pg.fail_without_psycopg2(module)
@@ -188,12 +207,18 @@ def main():
         module.fail_json(msg="remeasure_share must be in [0, 1] (a share of rows, 0.1 = 10%%), got %s" % p["remeasure_share"])
     if not 1 <= p["sample_size"] <= p["max_sample_size"]:
         module.fail_json(msg="sample_size (%s) must be at least 1 and at most max_sample_size (%s)" % (p["sample_size"], p["max_sample_size"]))
+    if p["drift_queries"] < 1:
+        module.fail_json(msg="drift_queries must be at least 1, got %s" % p["drift_queries"])
+    try:
+        sample_kw = vs.sample_params(p)
+    except vs.SampleError as e:
+        module.fail_json(msg=e.msg)
     pg.run_module(module, lambda: vt.tune(
         vi.conn_params(p), p["indexes"], recall_target=p["recall_target"], k=p["k"], sample_size=p["sample_size"],
         max_sample_size=p["max_sample_size"], min_rows=p["min_rows"], scope=p["scope"], role=p["tuning_role"],
         max_ef_search=p["max_ef_search"], max_probes=p["max_probes"], remeasure_share=p["remeasure_share"],
         iterative_scan=p["iterative_scan"], max_scan_tuples=p["max_scan_tuples"], check_mode=module.check_mode,
-    ))
+        drift_queries=p["drift_queries"], **sample_kw))
 
 if __name__ == "__main__":
     main()
