@@ -670,15 +670,17 @@ def patch_describe_engine_default_parameters() -> None:
     """Real AWS: DescribeEngineDefaultParameters lists a family's parameters with
     DataType, AllowedValues, ApplyType and IsModifiable, whether or not any parameter
     group exists.  moto 5.2.5 does not implement it.  Fix: answer for postgres16 from
-    :data:`POSTGRES16_PARAMETERS` (the metadata patch 3 also serves); another family is
-    answered with no parameters, as AWS does for a family it does not know."""
+    :data:`POSTGRES16_PARAMETERS` (the metadata patch 3 also serves), and for postgres17 the
+    same (AWS's default.postgres17 has each of these parameters with the same metadata; a major
+    upgrade plan carries the declared ones over); another family is answered with no
+    parameters, as AWS does for a family it does not know."""
     from moto.core.responses import ActionResult
     from moto.rds.responses import RDSResponse
 
     def describe_engine_default_parameters(self: Any) -> Any:
         family = self.params.get("DBParameterGroupFamily")
         params = []
-        if (family or "").lower() == "postgres16":
+        if (family or "").lower() in ("postgres16", "postgres17"):
             params = [{"ParameterName": name, **meta} for name, meta in POSTGRES16_PARAMETERS.items()]
         return ActionResult({"EngineDefaults": {"DBParameterGroupFamily": family, "Parameters": params}})
 
@@ -891,7 +893,7 @@ POSTGRES16_PARAMETERS.update({
 # --------------------------------------------------------------------------
 # Patch 15: ModifyDBInstance with a new EngineVersion upgrades the engine
 # --------------------------------------------------------------------------
-LOCAL_UPGRADE_SECONDS_WITHOUT_BUILD = 1.0  # a version with no local build: status upgrading this long
+LOCAL_UPGRADE_SECONDS_WITHOUT_BUILD = 8.0  # a version with no local build: status upgrading this long
 
 
 def patch_engine_version_upgrade() -> None:

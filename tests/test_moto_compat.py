@@ -327,7 +327,7 @@ def test_patch15_engine_version_upgrade_goes_through_upgrading_or_waits_for_the_
     # applied now: upgrading on the old version, then available on the new one (no local build of 16.10)
     rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="16.10", ApplyImmediately=True)
     seen = []
-    for _ in range(100):
+    for _ in range(300):
         inst = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
         seen.append((inst["DBInstanceStatus"], inst["EngineVersion"]))
         if seen[-1] == ("available", "16.10"):
