@@ -40,8 +40,9 @@ BIN = Path(sys.executable).parent
 DIR = Path(os.environ.get("NDIS_BENCH_UPGRADE_DIR", "/tmp/ndis-bench-upgrade"))
 APP_QUERY = "SELECT id FROM embeddings ORDER BY embedding <=> (SELECT embedding FROM embeddings LIMIT 1) LIMIT 10"
 UPGRADE = ["-e", '{"rds_instance_engine_version": "16.14", "rds_instance_allow_outage": true}']
-STEPS = (  # label, the first task of the step (a prefix of its name)
-    ("validate, plan", "Gathering Facts"),
+STEPS = (  # label, the first task of the step (a prefix of its name); the first one after the previous step's
+    # start that ran (the pgvector role's tasks are listed, skipped, in its extension phase too)
+    ("validate, change plan", ""),
     ("snapshot + engine upgrade + wait", "rds_instance : upgrade | Remove the progress lines"),
     ("rest of provisioning", "rds_instance : upgrade | Keep the upgrade's result"),
     ("database play up to the rebuild", "postgres_db"),
@@ -49,7 +50,7 @@ STEPS = (  # label, the first task of the step (a prefix of its name)
     ("rest of the index phase", "pgvector : indexes | Show what the update"),
     ("recall re-measured (tuning)", "pgvector : tuning | Set ef_search"),
     ("secrets, backups, monitoring", "ssm_secret"),
-    ("verify", "Load the backup policy"),
+    ("verify", "Read the RDS instance"),
 )
 
 
@@ -76,17 +77,18 @@ def site(*args: str) -> str:
     return proc.stdout
 
 
-def task_starts(output: str) -> list[tuple[str, float]]:
-    """(task name, seconds since the run started) of every task, from profile_tasks' timestamps."""
-    out, name = [], None
+def task_starts(output: str) -> list[tuple[str, float, bool]]:
+    """(task name, seconds since the run started, whether it ran) of every task, from profile_tasks' timestamps."""
+    out = []
     for line in output.splitlines():
         if line.startswith("TASK ["):
-            name = line[6:].split("]")[0]
-        elif name and re.search(r"\+0000 \(.*\)\s+(\d+):(\d+):(\d+\.\d+)", line):
+            out.append([line[6:].split("]")[0], None, False])
+        elif out and out[-1][1] is None and re.search(r"\+0000 \(.*\)\s+(\d+):(\d+):(\d+\.\d+)", line):
             h, m, s = re.search(r"\)\s+(\d+):(\d+):(\d+\.\d+)", line).groups()
-            out.append((name, int(h) * 3600 + int(m) * 60 + float(s)))
-            name = None
-    return out
+            out[-1][1] = int(h) * 3600 + int(m) * 60 + float(s)
+        elif out and line.startswith(("ok:", "changed:")):
+            out[-1][2] = True
+    return [tuple(t) for t in out if t[1] is not None]
 
 
 def by_step(output: str) -> list[tuple[str, float]]:
@@ -95,7 +97,7 @@ def by_step(output: str) -> list[tuple[str, float]]:
     total = int(h) * 3600 + int(m) * 60 + float(sec)
     marks = []
     for label, prefix in STEPS:
-        hit = next((t for n, t in starts if n.startswith(prefix) and (not marks or t >= marks[-1][1])), None)
+        hit = next((t for n, t, ran in starts if n.startswith(prefix) and ran and (not marks or t >= marks[-1][1])), None)
         if hit is not None:
             marks.append((label, hit))
     marks.append(("end", total))
@@ -151,7 +153,9 @@ def main() -> None:
         thread = threading.Thread(target=app, daemon=True)
         thread.start()
         time.sleep(1)
+        conn.close()
         out = site(*UPGRADE)
+        (DIR.parent / (DIR.name + "-upgrade-run.log")).write_text(out)  # the run's output, kept for a look
         stop.set()
         thread.join(5)
         failed = [t for t, _, ok in log if not ok]
@@ -159,6 +163,9 @@ def main() -> None:
         outage = (next(end for t, end, ok in log if ok and t > failed[-1]) - failed[0]) if failed else 0.0
         rebuild = float(re.search(r"embeddings_embedding_hnsw_cosine: done, ([\d.]+) s", out).group(1)) - float(
             re.search(r"embeddings_embedding_hnsw_cosine: running REINDEX[^,]*, ([\d.]+) s", out).group(1))
+        conn = psycopg2.connect(**dsn)  # the server restarted: a new session
+        conn.autocommit = True
+        cur = conn.cursor()
         bare = []
         for _ in range(args.reps):
             t = time.perf_counter()

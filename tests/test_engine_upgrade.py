@@ -248,6 +248,8 @@ def test_in_the_window_the_version_is_queued_and_said_when(local_stack, moto_ins
     rds, ident = moto_instance
     first = run_upgrade_module(local_stack, ident, "apply_immediately=false")
     again = run_upgrade_module(local_stack, ident, "apply_immediately=false")
+    dry = run_upgrade_module(local_stack, ident, "apply_immediately=false", check=True)
+    assert '"changed": false' in dry.stdout and '"state": "queued"' in dry.stdout  # check mode says the same
     inst = rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
     assert (inst["EngineVersion"], inst["PendingModifiedValues"]) == ("16.9", {"EngineVersion": "16.10"})
     assert '"state": "queued"' in first.stdout and "queued for the maintenance window" in first.stdout

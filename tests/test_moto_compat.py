@@ -182,6 +182,10 @@ def test_patch9_postgres16_engine_default_parameters(boto3_client):
     rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres16", Description="t")
     group = {p["ParameterName"]: p for p in rds.describe_db_parameters(DBParameterGroupName=name)["Parameters"]}
     assert set(group) == set(by_name)
+    # postgres17 has the same ones (a major upgrade plan carries the declared parameters over)
+    p17 = rds.get_paginator("describe_engine_default_parameters").paginate(
+        DBParameterGroupFamily="postgres17").build_full_result()["EngineDefaults"]["Parameters"]
+    assert {p["ParameterName"] for p in p17} == set(by_name)
     unknown = rds.describe_engine_default_parameters(DBParameterGroupFamily="postgres99")["EngineDefaults"]
     assert unknown.get("Parameters", []) == []
 

@@ -90,7 +90,7 @@ CASES = {
                             "past its end of standard support", "offered: 16.9, 16.10, 16.11, 16.14"]),
     "version not an upgrade target": (True, {"engine_version": "16.9"},
                                       ["engine version 16.9 is not a valid upgrade target from 16.10",
-                                       "declare 16.10 to keep it", "valid targets: 16.11, 17.7"]),
+                                       "declare 16.10 to keep it", "valid targets: 16.11, 16.14, 17.7"]),
     "version of another family": (False, {"engine_version": "17.7"},
                                   ["engine version 17.7 needs parameter group family postgres17, not postgres16"]),
     "class not orderable": (False, {"db_instance_class": "db.t4g.hyper"},

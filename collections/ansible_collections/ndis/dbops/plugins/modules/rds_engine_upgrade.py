@@ -173,13 +173,13 @@ def run(module, client):
     out["steps"] = eu.steps(ident, current, target, p["apply_immediately"], window, p["snapshot"],
                             bool(inst.get("MultiAZ")))
     out["table"] = eu.table(out["steps"])
-    if module.check_mode:
-        out.update(changed=True, state="planned", message="would upgrade %s from %s to %s %s" % (
-            ident, current, target, "now" if p["apply_immediately"] else "in the maintenance window " + window))
-        return out
     if pending == target and not p["apply_immediately"] and status == "available":
         out.update(state="queued", message="%s: %s is queued for the maintenance window %s (UTC); the database steps "
                    "run on the first run after it" % (ident, target, window))
+        return out
+    if module.check_mode:
+        out.update(changed=True, state="planned", message="would upgrade %s from %s to %s %s" % (
+            ident, current, target, "now" if p["apply_immediately"] else "in the maintenance window " + window))
         return out
 
     progress = prog.ProgressFile(p["progress_file"])
