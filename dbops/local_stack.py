@@ -17,6 +17,8 @@ Options (flag, then environment variable, then default)::
     --moto-port  NDIS_LOCAL_MOTO_PORT   55500
     --tls-port   NDIS_LOCAL_TLS_PORT    the PostgreSQL port + 1000 (56432)
     --region     NDIS_LOCAL_REGION      ap-southeast-2
+    --pg-version NDIS_LOCAL_PG_VERSION  16.14 (the pinned wheel's build; 16.8 and 16.11 too,
+                                        see dbops.pg_builds; only for a new data directory)
     --admin-user                        dbadmin
 
 Commands:
@@ -33,6 +35,10 @@ Commands:
 ``stop``    Stop both (pg_ctl stop -m fast; moto by pid).  State is kept.
 ``down``    ``stop`` and remove the state directory.
 ``status``  Table of what runs where (``--json`` for JSON).
+``switch-build --pg-version V``  stop PostgreSQL and start it again on build V over the
+            same data directory, as RDS does when it applies a minor version (moto runs
+            this when the site modifies the instance's engine version; see
+            :mod:`dbops.moto_server`, patch 15).
 ``env``     ``export`` lines (PG*, AWS_*, PATH with the PostgreSQL 16 bindir
             first), values quoted with shlex.quote.  ``eval "$(... env)"``.
 
@@ -79,6 +85,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dbops import pg_builds
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_PORT_TAKEN = 2
@@ -123,6 +131,7 @@ class Config:
     region: str
     admin_user: str
     tls_port: int = 0
+    pg_version: str = ""  # the server build a new data directory starts on ("" = the pinned one)
 
     def __post_init__(self) -> None:
         if not self.tls_port:
@@ -232,7 +241,37 @@ def pg_user_can_use(pginstall: Path) -> bool:
     return all(subprocess.run(as_pg_user(p), capture_output=True).returncode == 0 for p in probes)
 
 
-def resolve_bindir(cfg: Config, create: bool) -> Path:
+def recorded_build(cfg: Config) -> str:
+    """The server build the data directory last ran on (stack.json), or ''."""
+    data = read_json(cfg.stack_json) or {}
+    return str(data.get("pg", {}).get("version") or "") if pg_initialised(cfg) else ""
+
+
+def wanted_build(cfg: Config) -> str:
+    """The build to run: the data directory's own, else the one asked for, else the pinned one."""
+    return recorded_build(cfg) or cfg.pg_version or pg_builds.PINNED
+
+
+def resolve_bindir(cfg: Config, create: bool, version: str = "") -> Path:
+    """The bin dir of the build to run (``version``, else :func:`wanted_build`): a build other
+    than the pinned one is installed in the state directory (dbops.pg_builds)."""
+    version = version or wanted_build(cfg)
+    if version != pg_builds.PINNED and pg_builds.known(version):
+        try:
+            if create:
+                return pg_builds.install(cfg.dir, version, log=log) / "bin"
+            found = pg_builds.installed_pginstall(cfg.dir, version)
+            if found:
+                return found / "bin"
+        except pg_builds.BuildError as exc:
+            raise StackError(str(exc))
+    elif version != pg_builds.PINNED:
+        raise StackError(str(pg_builds.BuildError(f"no local server build of PostgreSQL {version}; builds: "
+                                                  f"{pg_builds.describe()}")))
+    return pinned_bindir(cfg, create)
+
+
+def pinned_bindir(cfg: Config, create: bool) -> Path:
     """The bin dir to use: the wheel's, or a copy in the state dir when the
     unprivileged user cannot reach the wheel (e.g. venv in a 0700 dir).
 
@@ -655,6 +694,9 @@ def write_bouncer_conf(cfg: Config) -> Path:
         "default_pool_size = 20\n"
         "; idle server connections close soon, so DROP DATABASE behind the pooler is not blocked for long\n"
         "server_idle_timeout = 5\n"
+        "; after the server restarts (an engine upgrade, dbops.local_stack switch-build) clients get through as\n"
+        "; soon as it is back, as at the RDS endpoint: retry the server login after 1 s, not pgbouncer's 15\n"
+        "server_login_retry = 1\n"
         "ignore_startup_parameters = extra_float_digits\n"
         "client_tls_sslmode = require\n"
         f"client_tls_cert_file = {tls / 'server.crt'}\n"
@@ -736,6 +778,7 @@ def effective(cfg: Config) -> Config:
             region=data["aws"]["region"],
             admin_user=data["pg"]["user"],
             tls_port=int(data.get("tls", {}).get("port") or cfg.tls_port),
+            pg_version=cfg.pg_version,
         )
     except (KeyError, ValueError, TypeError, IndexError):
         return cfg
@@ -775,6 +818,11 @@ def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any]) -> dict
 
 
 def cmd_start(cfg: Config) -> int:
+    if cfg.pg_version and not pg_initialised(cfg):
+        try:
+            pg_builds.check_version(cfg.pg_version)  # refused before anything starts
+        except pg_builds.BuildError as exc:
+            raise StackError(str(exc), EXIT_PORT_TAKEN)
     if cfg.dir.exists() and not (cfg.dir / MARKER).exists() and any(cfg.dir.iterdir()):
         raise StackError(f"{cfg.dir} exists, is not empty and is not a local stack directory; choose another --dir")
     pg_up = cfg.dir.exists() and pg_pid(cfg) is not None
@@ -828,6 +876,39 @@ def cmd_start(cfg: Config) -> int:
     prog = "dbops-local-stack" if Path(sys.argv[0]).name == "dbops-local-stack" else "python -m dbops.local_stack"
     log(f'use: eval "$({prog} env --dir {cfg.dir})"')
     return EXIT_OK
+
+
+def switch_build(cfg: Config, version: str) -> dict[str, Any]:
+    """Stop PostgreSQL and start it on build ``version`` over the same data directory.
+
+    The new build is installed first (while the old one still serves), so the server is down
+    only for a fast stop and a start. pgbouncer stays up, as the RDS endpoint does: clients
+    see their connections closed and new ones refused until the server is back. Returns
+    {"from", "to", "down_seconds"}; a build already running is left alone."""
+    cfg = effective(cfg)
+    try:
+        pg_builds.check_version(version)
+    except pg_builds.BuildError as exc:
+        raise StackError(str(exc))
+    current = recorded_build(cfg)
+    new_bindir = resolve_bindir(cfg, create=True, version=version)
+    if current == version and pg_pid(cfg) is not None:
+        return {"from": current, "to": version, "down_seconds": 0.0}
+    log(f"switching PostgreSQL from build {current or '?'} to {version} over {cfg.pgdata}")
+    started = time.monotonic()
+    if pg_pid(cfg) is not None:
+        pg_stop(cfg, resolve_bindir(cfg, create=False))
+    pg_start(cfg, new_bindir)
+    down = time.monotonic() - started
+    data = read_json(cfg.stack_json) or {}
+    if data:
+        data["pg"].update(bindir=str(new_bindir), version=pg_version(new_bindir))
+        tmp = cfg.stack_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, cfg.stack_json)
+    log(f"PostgreSQL runs build {version} (down {down:.1f} s)")
+    return {"from": current, "to": version, "down_seconds": round(down, 2)}
 
 
 def cmd_stop(cfg: Config) -> int:
@@ -952,6 +1033,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TLS endpoint (pgbouncer) port (NDIS_LOCAL_TLS_PORT, default: the PostgreSQL port + 1000)")
     common.add_argument("--region", default=env.get("NDIS_LOCAL_REGION", DEFAULT_REGION),
                         help="AWS region (NDIS_LOCAL_REGION, default %(default)s)")
+    common.add_argument("--pg-version", default=env.get("NDIS_LOCAL_PG_VERSION", ""),
+                        help="server build a new data directory starts on (NDIS_LOCAL_PG_VERSION; "
+                             f"default {pg_builds.PINNED}; builds: {pg_builds.describe()})")
     common.add_argument("--admin-user", default=DEFAULT_ADMIN, help="PostgreSQL admin role (default %(default)s)")
     parser = argparse.ArgumentParser(prog="dbops-local-stack", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -961,13 +1045,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="what runs where")
     st.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("env", parents=[common], help="print export lines")
+    sub.add_parser("switch-build", parents=[common],
+                   help="restart PostgreSQL on the build --pg-version names, over the same data directory")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = Config(dir=Path(args.dir).absolute(), pg_port=args.pg_port, moto_port=args.moto_port,
-                 region=args.region, admin_user=args.admin_user, tls_port=args.tls_port)
+                 region=args.region, admin_user=args.admin_user, tls_port=args.tls_port,
+                 pg_version=args.pg_version)
     try:
         if args.command == "start":
             return cmd_start(cfg)
@@ -979,6 +1066,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(cfg, args.json)
         if args.command == "env":
             return cmd_env(cfg)
+        if args.command == "switch-build":
+            if not args.pg_version:
+                raise StackError("switch-build needs --pg-version (or NDIS_LOCAL_PG_VERSION)", EXIT_PORT_TAKEN)
+            switch_build(cfg, args.pg_version)
+            return EXIT_OK
     except StackError as exc:
         log(f"error: {exc}")
         return exc.code

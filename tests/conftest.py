@@ -116,13 +116,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def own_stack(name: str):
-    """A stack apart from the session's, taken down afterwards (see the module docstring)."""
+def own_stack(name: str, *start_args: str):
+    """A stack apart from the session's, taken down afterwards (see the module docstring); ``start_args``
+    go to ``start`` (``"--pg-version", "16.11"``: a stack born on another server build)."""
     prefix = f"NDIS_TEST_{name.upper()}_"
     directory = os.environ.get(prefix + "STACK_DIR", f"/tmp/ndis-pytest-{name.lower()}-{uuid.uuid4().hex[:8]}")
     ports = [int(os.environ.get(prefix + what) or free_port()) for what in ("PG_PORT", "MOTO_PORT", "TLS_PORT")]
     args = stack_args(directory, *ports[:2], tls_port=ports[2])
-    run_stack("start", *args)
+    run_stack("start", *args, *start_args)
     try:
         yield stack_data(directory)
     finally:

@@ -208,3 +208,39 @@ def test_stop_start_keeps_data_and_down_removes_dir():
     assert "nothing to remove" in proc.stderr
     env_proc = run_stack("env", *args, check=False)
     assert env_proc.returncode == 3 and "not started" in env_proc.stderr
+
+
+def test_an_older_build_runs_and_switches_over_the_same_data():
+    """A stack born on the 16.11 build (pgvector 0.8.1, installed into the stack's directory, not
+    the venv) keeps its data when switch-build restarts it on the pinned 16.14 build."""
+    directory = f"{STACK_DIR}-build"
+    args = stack_args(directory, pg_port=free_port(), moto_port=free_port())
+    run_stack("down", *args, check=False)
+    try:
+        bad = run_stack("start", *args, "--pg-version", "16.99", check=False)
+        assert bad.returncode == 2 and "no local server build of PostgreSQL 16.99" in bad.stderr
+        assert "16.11 (pgvector 0.8.1)" in bad.stderr
+        run_stack("start", *args, "--pg-version", "16.11")
+        stack = json.loads(Path(directory, "stack.json").read_text())
+        assert stack["pg"]["version"] == "16.11" and stack["pg"]["bindir"].startswith(f"{directory}/builds/16.11/")
+        stack["admin_password"] = Path(directory, "admin_password").read_text().strip()
+        dsn = make_dsn(stack, "postgres")
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION vector; CREATE TABLE keep_me (v vector(2)); INSERT INTO keep_me VALUES ('[1,2]')")
+            cur.execute("SELECT current_setting('server_version'), "
+                        "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector')")
+            assert cur.fetchone() == ("16.11", "0.8.1")
+        conn.close()
+        run_stack("stop", *args)
+        run_stack("start", *args)  # the data directory's own build, whatever --pg-version says
+        assert json.loads(Path(directory, "stack.json").read_text())["pg"]["version"] == "16.11"
+        run_stack("switch-build", *args, "--pg-version", "16.14")
+        assert json.loads(Path(directory, "stack.json").read_text())["pg"]["version"] == "16.14"
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version'), v::text,"
+                        " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+                        " (SELECT default_version FROM pg_available_extensions WHERE name = 'vector') FROM keep_me")
+            assert cur.fetchone() == ("16.14", "[1,2]", "0.8.1", "0.8.5")
+        conn.close()
+    finally:
+        run_stack("down", *args, check=False)

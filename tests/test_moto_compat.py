@@ -127,7 +127,7 @@ def test_patch4b_backup_selections(boto3_client):
 def test_patch6_postgres_engine_versions(boto3_client):
     rds = boto3_client("rds")
     offered = rds.describe_db_engine_versions(Engine="postgres")["DBEngineVersions"]
-    assert [v["EngineVersion"] for v in offered if v["MajorEngineVersion"] == "16"] == ["16.9", "16.10", "16.11"]
+    assert [v["EngineVersion"] for v in offered if v["MajorEngineVersion"] == "16"] == ["16.9", "16.10", "16.11", "16.14"]
     assert {v["DBParameterGroupFamily"] for v in offered if v["MajorEngineVersion"] == "16"} == {"postgres16"}
     every = rds.describe_db_engine_versions(Engine="postgres", IncludeAll=True)["DBEngineVersions"]
     assert {v["EngineVersion"]: v["Status"] for v in every}["16.8"] == "deprecated"  # only with IncludeAll
@@ -138,7 +138,7 @@ def test_patch6_postgres_engine_versions(boto3_client):
     assert [v["EngineVersion"] for v in by_family] == ["16.11"]
     one = rds.describe_db_engine_versions(Engine="postgres", EngineVersion="16.9")["DBEngineVersions"]
     targets = {t["EngineVersion"]: t["IsMajorVersionUpgrade"] for t in one[0]["ValidUpgradeTarget"]}
-    assert targets == {"16.10": False, "16.11": False, "17.7": True}  # later minors and 17, never lower
+    assert targets == {"16.10": False, "16.11": False, "16.14": False, "17.7": True}  # later minors and 17, never lower
     assert rds.describe_db_engine_versions(Engine="postgres", EngineVersion="16.99")["DBEngineVersions"] == []
 
 
@@ -182,6 +182,10 @@ def test_patch9_postgres16_engine_default_parameters(boto3_client):
     rds.create_db_parameter_group(DBParameterGroupName=name, DBParameterGroupFamily="postgres16", Description="t")
     group = {p["ParameterName"]: p for p in rds.describe_db_parameters(DBParameterGroupName=name)["Parameters"]}
     assert set(group) == set(by_name)
+    # postgres17 has the same ones (a major upgrade plan carries the declared parameters over)
+    p17 = rds.get_paginator("describe_engine_default_parameters").paginate(
+        DBParameterGroupFamily="postgres17").build_full_result()["EngineDefaults"]["Parameters"]
+    assert {p["ParameterName"] for p in p17} == set(by_name)
     unknown = rds.describe_engine_default_parameters(DBParameterGroupFamily="postgres99")["EngineDefaults"]
     assert unknown.get("Parameters", []) == []
 
@@ -301,3 +305,37 @@ def test_patch14_modify_db_subnet_group_keeps_the_group(boto3_client, local_stac
         rds.modify_db_subnet_group(DBSubnetGroupName=name + "-gone", DBSubnetGroupDescription="x", SubnetIds=subnets)
     assert exc.value.response["Error"]["Code"] == "DBSubnetGroupNotFoundFault"
     rds.delete_db_subnet_group(DBSubnetGroupName=name)
+
+
+def test_patch15_engine_version_upgrade_goes_through_upgrading_or_waits_for_the_window(boto3_client):
+    import time
+
+    rds = boto3_client("rds")
+    name = uid("upg")
+    rds.create_db_instance(DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.9",
+                           DBInstanceClass="db.t4g.medium", AllocatedStorage=20,
+                           MasterUsername="dbadmin", MasterUserPassword="not-a-real-secret-1")
+    # without ApplyImmediately: pending for the maintenance window, nothing moves
+    rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="16.10", ApplyImmediately=False)
+    inst = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+    assert (inst["EngineVersion"], inst["DBInstanceStatus"], inst["PendingModifiedValues"]) == (
+        "16.9", "available", {"EngineVersion": "16.10"})
+    # a new major needs AllowMajorVersionUpgrade, and then a parameter group of its family
+    with pytest.raises(ClientError, match="AllowMajorVersionUpgrade"):
+        rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="17.7", ApplyImmediately=True)
+    rds.create_db_parameter_group(DBParameterGroupName=name + "-pg16", DBParameterGroupFamily="postgres16",
+                                  Description="x")
+    with pytest.raises(ClientError, match="postgres17"):
+        rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="17.7", ApplyImmediately=True,
+                               AllowMajorVersionUpgrade=True, DBParameterGroupName=name + "-pg16")
+    # applied now: upgrading on the old version, then available on the new one (no local build of 16.10)
+    rds.modify_db_instance(DBInstanceIdentifier=name, EngineVersion="16.10", ApplyImmediately=True)
+    seen = []
+    for _ in range(300):
+        inst = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+        seen.append((inst["DBInstanceStatus"], inst["EngineVersion"]))
+        if seen[-1] == ("available", "16.10"):
+            break
+        time.sleep(0.1)
+    assert seen[0] == ("upgrading", "16.9") and seen[-1] == ("available", "16.10"), seen
+    assert inst.get("PendingModifiedValues", {}) == {}

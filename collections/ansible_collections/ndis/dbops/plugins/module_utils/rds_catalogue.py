@@ -274,3 +274,59 @@ def check_parameters(declared, family_parameters, family):
             problems.append("parameter %s = %s is not allowed: %s takes %s (%s)"
                             % (name, text, name, param.get("AllowedValues"), param.get("DataType")))
     return problems
+
+
+# --- Support lifecycle: warn before AWS forces an upgrade ----------------------------------
+# DescribeDBEngineVersions says only that a minor is `deprecated`, not when it will be; AWS
+# announces minor retirements in AWS Health notices. The 2026 notice for RDS for PostgreSQL
+# (quoted in public runbooks): 14.14-14.17, 15.9-15.12, 16.5-16.8 and 17.1-17.4 reach the end of
+# standard support on 2026-05-31, no new instance from 2026-05-01, and are then upgraded in the
+# maintenance window (to 14.20, 15.15, 16.11, 17.7 or later). Add a notice's versions here.
+MINOR_END_OF_STANDARD_SUPPORT = dict(
+    [("14.%d" % m, "2026-05-31") for m in range(14, 18)] + [("15.%d" % m, "2026-05-31") for m in range(9, 13)]
+    + [("16.%d" % m, "2026-05-31") for m in range(5, 9)] + [("17.%d" % m, "2026-05-31") for m in range(1, 5)])
+
+
+def upgrade_target(version, catalogue):
+    """The version the project would move to: the newest minor the region offers in the same major."""
+    major = major_of(version)
+    offered = [e["EngineVersion"] for e in catalogue
+               if major_of(e["EngineVersion"]) == major and e.get("Status", "available") == "available"]
+    return max(offered, key=version_key) if offered else None
+
+
+def support_status(version, catalogue, lifecycle, today, warn_days, region, newest_major=None):
+    """(status, detail, target) for the running ``version``: WARN when it is deprecated, or its minor's or
+    major's end of standard support is within ``warn_days`` of ``today`` (a datetime.date), naming the
+    date and the target; PASS with the dates otherwise."""
+    import datetime
+
+    by_version = dict((e["EngineVersion"], e) for e in catalogue)
+    entry = by_version.get(version) or {}
+    target = upgrade_target(version, catalogue)
+    major = major_of(version)
+    minor_end = MINOR_END_OF_STANDARD_SUPPORT.get(version)
+    major_end = standard_support_end(lifecycle)
+    warnings, facts = [], []
+    move = ("move to %s: declare rds_instance_engine_version: \"%s\" and run the site (docs/upgrades.md)"
+            % (target, target) if target and target != version else "no newer %s minor is offered" % major)
+    if entry.get("Status", "available") != "available" or minor_end:
+        end = minor_end and datetime.date.fromisoformat(minor_end)
+        if entry.get("Status", "available") != "available" or (end and (end - today).days <= warn_days):
+            when = ("its end of standard support was %s" % minor_end if end and end < today else
+                    "its end of standard support is %s, in %d days" % (minor_end, (end - today).days) if end else
+                    "RDS gives no date")
+            warnings.append("PostgreSQL %s is %s in %s (%s): RDS upgrades it in a maintenance window of its own "
+                            "choosing, with an outage; %s" % (version, entry.get("Status", "retiring"), region, when, move))
+    if major_end is not None:
+        days = (major_end.date() - today).days
+        facts.append("PostgreSQL %s standard support until %s" % (major, major_end.date().isoformat()))
+        if days <= warn_days:
+            warnings.append("PostgreSQL %s reaches its RDS end of standard support on %s (%s): RDS then charges "
+                            "Extended Support; plan the major upgrade%s (docs/upgrades.md)"
+                            % (major, major_end.date().isoformat(),
+                               "in %d days" % days if days >= 0 else "%d days ago" % -days,
+                               " to %s" % newest_major if newest_major and newest_major != major else ""))
+    if warnings:
+        return "WARN", "; ".join(warnings), target
+    return "PASS", "%s %s; %s" % (version, entry.get("Status", "available"), "; ".join(facts) or "no lifecycle dates"), target

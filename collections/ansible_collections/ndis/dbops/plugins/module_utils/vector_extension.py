@@ -12,6 +12,20 @@ inclusive version range and has an ``action``:
                 parallel builds), and the verify play WARNs with the fix;
 * ``warn``      reported, nothing changes.
 
+An entry with ``rebuild`` damaged indexes, and the damage outlives the fix: the method whose
+indexes an upgrade past ``fixed`` rebuilds (``hnsw``, ``ivfflat``, or ``unlogged``: any vector
+index on an unlogged table). The rule (``rebuild_reasons``): when the server starts shipping a
+pgvector at or past ``fixed`` and the version installed in a database (``pg_extension``, what
+its indexes were last built or vacuumed under) is in the entry's range, every index the entry
+names is rebuilt concurrently before ``ALTER EXTENSION vector UPDATE``. From pgvector's
+CHANGELOG: 0.3.1 "recreate all ivfflat indexes" (inserts corrupted them from 0.2.7); 0.7.2
+fixed the initialization fork of indexes on unlogged tables; 0.8.2 fixed a buffer overflow in
+parallel HNSW builds (an index built that way may be damaged); 0.8.3 fixed "possible index
+corruption with HNSW vacuuming" (any HNSW index vacuumed since 0.5.0, i.e. every one with
+deletes or updates). Defects that raise errors rather than damage an index (0.8.4's "hnsw
+graph not repaired" error, 0.8.6's IVFFlat build overflow on 32-bit systems, which RDS does
+not run) need no rebuild.
+
 ``assess(version)`` returns what applies to one version; ``check_extension`` is the gate the
 index module runs (and its optional ``ALTER EXTENSION vector UPDATE``).
 """
@@ -26,7 +40,7 @@ UPDATE_FIX = ("move the RDS instance to a PostgreSQL minor version that ships pg
               "ALTER EXTENSION vector UPDATE in the database (pgvector_update_extension: true runs it)")
 
 DEFECTS = (
-    {"first": "0.2.7", "last": "0.3.0", "fixed": "0.3.1", "action": "block",
+    {"first": "0.2.7", "last": "0.3.0", "fixed": "0.3.1", "action": "block", "rebuild": "ivfflat",
      "what": "inserts silently corrupt ivfflat indexes",
      "fix": (UPDATE_FIX % "0.3.1") + ", and rebuild every ivfflat index"},
     {"first": "0.0.0", "last": "0.3.0", "fixed": "0.3.1", "action": "block",
@@ -34,12 +48,16 @@ DEFECTS = (
     {"first": "0.4.0", "last": "0.4.3", "fixed": "0.4.4", "action": "block",
      "what": "segmentation fault with text input", "fix": UPDATE_FIX % "0.4.4"},
     {"first": "0.6.0", "last": "0.8.1", "fixed": "0.8.2", "action": "serial", "cve": "CVE-2026-3172",
+     "rebuild": "hnsw",
      "what": "CVE-2026-3172: buffer overflow in parallel HNSW index builds (0.7.4 also fixed their locking)",
      "fix": UPDATE_FIX % "0.8.2"},
     {"first": "0.6.0", "last": "0.6.0", "fixed": "0.6.1", "action": "warn",
      "what": "segmentation fault when pgvector is in shared_preload_libraries", "fix": UPDATE_FIX % "0.6.1"},
-    {"first": "0.7.0", "last": "0.7.1", "fixed": "0.7.2", "action": "warn",
+    {"first": "0.7.0", "last": "0.7.1", "fixed": "0.7.2", "action": "warn", "rebuild": "unlogged",
      "what": "indexes on unlogged tables get a wrong initialization fork", "fix": UPDATE_FIX % "0.7.2"},
+    {"first": "0.5.0", "last": "0.8.2", "fixed": "0.8.3", "action": "warn", "rebuild": "hnsw",
+     "what": "possible index corruption with HNSW vacuuming",
+     "fix": (UPDATE_FIX % "0.8.3") + "; the upgrade path rebuilds every HNSW index"},
     {"first": "0.7.0", "last": "0.7.2", "fixed": "0.7.3", "action": "warn",
      "what": "'failed to add index item' building sparsevec indexes", "fix": UPDATE_FIX % "0.7.3"},
 )
@@ -71,6 +89,23 @@ def assess(version):
         if d["action"] == "serial":
             line += "; index builds run with max_parallel_maintenance_workers = 0 until then"
         out["warnings"].append(line + ". Fix: " + d["fix"])
+    return out
+
+
+def rebuild_reasons(old, new, method, unlogged=False):
+    """Why an index of ``method`` ('hnsw'/'ivfflat') last built or vacuumed under pgvector ``old``
+    must be rebuilt once ``new`` runs: the table's index-damaging defects that ``old`` has and
+    ``new`` fixes (see the module's docstring). An empty list: keep the index."""
+    o, n = version_tuple(old), version_tuple(new)
+    out = []
+    for d in DEFECTS:
+        what = d.get("rebuild")
+        if not what or not version_tuple(d["first"]) <= o <= version_tuple(d["last"]):
+            continue
+        if n < version_tuple(d["fixed"]):
+            continue
+        if what == method or (what == "unlogged" and unlogged):
+            out.append("pgvector %s: %s (fixed in %s)" % (old, d["what"], d["fixed"]))
     return out
 
 

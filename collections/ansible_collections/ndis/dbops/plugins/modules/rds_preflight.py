@@ -149,31 +149,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.ndis.dbops.plugins.module_utils import rds_catalogue
-from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info import describe_instance
-
-
-def paginate(client, operation, key, **kwargs):
-    pages = client.get_paginator(operation).paginate(**kwargs)
-    out = []
-    for page in pages:
-        value = page
-        for part in key.split("."):
-            value = value.get(part) or {}
-        out.extend(value or [])
-    return out
-
-
-
-def major_lifecycle(client, major):
-    """SupportedEngineLifecycles of the major, or None where the region does not answer."""
-    try:
-        majors = client.describe_db_major_engine_versions(Engine="postgres", MajorEngineVersion=major)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, AttributeError):
-        return None
-    for entry in majors.get("DBMajorEngineVersions") or []:
-        if entry.get("MajorEngineVersion") == major:
-            return entry.get("SupportedEngineLifecycles")
-    return None
+from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info import describe_instance, major_lifecycle, paginate
 
 
 def main():
