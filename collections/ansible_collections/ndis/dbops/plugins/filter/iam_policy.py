@@ -17,7 +17,7 @@ description:
 positional: _input, arns
 options:
   _input:
-    description: The job, C({statements: [{sid, actions, resources, condition}]}).
+    description: "The job: C(statements), each with C(sid), C(actions), C(resources) and C(condition)."
     type: dict
     required: true
   arns:
