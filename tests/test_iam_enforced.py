@@ -204,3 +204,32 @@ def test_an_action_taken_out_of_a_policy_fails_its_job_and_says_so(job, job_runs
     assert re.search(r"changed:  (nothing else|before the refusal this run changed \d+ task)", text), text
     if job == "readonly":
         assert "changed:  nothing else" in text, text
+
+
+def test_a_refusal_after_a_change_says_what_changed(job_runs, site_stack, boto3_client):
+    """The rotation without ssm:PutParameter: the database took the new password before SSM refused the write;
+    the message lists that change, the rotation gives the database the old password back, and the app still logs in."""
+    import psycopg2
+
+    assert job_runs["rotate"].rc == 0
+    user, job = site_stack["iam"]["jobs"]["rotate"]["user"], "rotate"
+    iam, doc = boto3_client("iam"), document("rotate")
+    url = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
+    iam.put_user_policy(UserName=user, PolicyName=job, PolicyDocument=json.dumps(without(doc, "ssm:PutParameter")))
+    try:
+        proc = run_playbook("playbooks/rotate_app_password.yml", stack=site_stack, job=job)
+    finally:
+        iam.put_user_policy(UserName=user, PolicyName=job, PolicyDocument=json.dumps(doc))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    block = re.search(r"^AWS ACCESS DENIED: ssm:PutParameter was refused.*?(?=^\S|\Z)", output, re.M | re.S)
+    assert block, output[-3000:]
+    print(block.group(0))
+    assert "arn:aws:ssm:ap-southeast-2:123456789012:parameter/ndis-chatbot/local/*" in block.group(0)
+    assert re.search(r"changed:  before the refusal this run changed \d+ task\(s\): [^\n]*"
+                     r"postgres_db : password \| Set the app user's password", block.group(0)), block.group(0)
+    # SSM kept the old URL, and the database was given its password back: the app logs in with it
+    after = boto3_client("ssm").get_parameter(Name="/ndis-chatbot/local/DATABASE_URL", WithDecryption=True)["Parameter"]
+    assert (after["Version"], after["Value"]) == (url["Version"], url["Value"])
+    conn = psycopg2.connect(url["Value"])
+    conn.close()
