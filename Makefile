@@ -9,7 +9,7 @@ export ANSIBLE_HOME ?= $(CURDIR)/.ansible
 # The local stack `make local` uses (Molecule and pytest run their own, on other ports).
 export NDIS_LOCAL_STACK_DIR ?= /tmp/ndis-local-stack
 
-.PHONY: help venv collections local local-up local-down local-env local-status lint pytest molecule molecule-docker ee test test-docker bench clean
+.PHONY: help venv collections local local-up local-down local-env local-status iam lint pytest molecule molecule-docker ee test test-docker bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ local-env: venv  ## Print export lines for psql and aws against the local stack
 
 local-status: venv  ## Show what the local stack runs where
 	@$(BIN)/dbops-local-stack status
+
+# The jobs' IAM policies for one environment (iam/policies.yml with its inventory): printed, and written to iam/<env>/.
+ENV ?= local
+iam: collections  ## Render and print the jobs' IAM policy documents for ENV (local, staging, prod) into iam/ENV/
+	$(BIN)/ansible-playbook playbooks/iam.yml -l $(ENV)
 
 lint: collections  ## yamllint, ansible-lint (production profile) and ruff: the pre-commit hooks
 	$(BIN)/yamllint --strict .

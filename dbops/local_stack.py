@@ -20,6 +20,8 @@ Options (flag, then environment variable, then default)::
     --pg-version NDIS_LOCAL_PG_VERSION  16.14 (the pinned wheel's build; 16.8 and 16.11 too,
                                         see dbops.pg_builds; only for a new data directory)
     --admin-user                        dbadmin
+    --enforce-iam NDIS_LOCAL_ENFORCE_IAM=1  off: moto enforces IAM, a user per job (below)
+    --iam-policies NDIS_LOCAL_IAM_POLICIES  iam/local: the job policy documents (<job>.json)
 
 Commands:
 
@@ -41,6 +43,11 @@ Commands:
             :mod:`dbops.moto_server`, patch 15).
 ``env``     ``export`` lines (PG*, AWS_*, PATH with the PostgreSQL 16 bindir
             first), values quoted with shlex.quote.  ``eval "$(... env)"``.
+
+With ``--enforce-iam`` moto checks every request against IAM (:mod:`dbops.moto_iam`): the usual
+key ``testing`` is an administrator's, and each ``<job>.json`` of the policy documents gets a user
+``ndis-local-<job>`` holding it alone, its key in ``<dir>/iam/<job>.json`` (0600), listed in
+``stack.json`` under ``iam``; every check is logged to ``<dir>/iam-requests.jsonl``.
 
 State directory layout: ``pgdata/`` (owned by the unprivileged ``postgres``
 user when run as root), ``run/`` (unix socket), ``log/postgres.log``,
@@ -132,6 +139,9 @@ class Config:
     admin_user: str
     tls_port: int = 0
     pg_version: str = ""  # the server build a new data directory starts on ("" = the pinned one)
+    # IAM enforced by moto, a user per job holding only its policy (iam_policies: the job documents)
+    enforce_iam: bool = False
+    iam_policies: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.tls_port:
@@ -176,6 +186,14 @@ class Config:
     @property
     def bouncer_dir(self) -> Path:
         return self.dir / "pgbouncer"
+
+    @property
+    def iam_dir(self) -> Path:
+        return self.dir / "iam"
+
+    @property
+    def iam_log(self) -> Path:
+        return self.dir / "iam-requests.jsonl"
 
     @property
     def endpoint_url(self) -> str:
@@ -505,7 +523,8 @@ def moto_start(cfg: Config) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     with open(cfg.moto_log, "ab") as logfh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dbops.moto_server", "--host", "127.0.0.1", "--port", str(cfg.moto_port)],
+            [sys.executable, "-m", "dbops.moto_server", "--host", "127.0.0.1", "--port", str(cfg.moto_port),
+             *(["--enforce-iam", "--iam-log", str(cfg.iam_log)] if cfg.enforce_iam else [])],
             stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT,
             cwd=str(cfg.dir), env=env, start_new_session=True,
         )
@@ -570,6 +589,38 @@ def seed_network(cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # TLS endpoint: pgbouncer with client TLS required, in front of PostgreSQL
 # --------------------------------------------------------------------------
+def create_job_users(cfg: Config) -> dict[str, Any]:
+    """In an IAM-enforcing stack: a user per job policy document (``<policies>/<job>.json``), named
+    ``ndis-local-<job>``, holding that document alone as its inline policy, and a fresh access key
+    in ``<dir>/iam/<job>.json`` (0600). The documents are read on every start (moto keeps nothing)."""
+    import boto3
+
+    policy_dir = cfg.iam_policies or REPO_ROOT / "iam" / "local"
+    documents = sorted(policy_dir.glob("*.json"))
+    if not documents:
+        raise StackError(f"no policy documents (*.json) in {policy_dir}; render them: make iam ENV=local")
+    iam = boto3.client("iam", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
+                       aws_access_key_id=AWS_KEY, aws_secret_access_key=AWS_KEY)
+    makedirs_0755(cfg.iam_dir)
+    jobs = {}
+    for document in documents:
+        job = document.stem
+        user = f"ndis-local-{job}"
+        try:
+            iam.create_user(UserName=user)
+        except iam.exceptions.EntityAlreadyExistsException:
+            for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+                iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+        iam.put_user_policy(UserName=user, PolicyName=job, PolicyDocument=document.read_text())
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        credentials = cfg.iam_dir / f"{job}.json"
+        write_private(credentials, json.dumps({"access_key_id": key["AccessKeyId"],
+                                               "secret_access_key": key["SecretAccessKey"]}).encode())
+        jobs[job] = {"user": user, "policy": str(document), "credentials_file": str(credentials)}
+    log(f"IAM enforced: users {', '.join(v['user'] for v in jobs.values())} hold {policy_dir}/<job>.json")
+    return {"enforced": True, "request_log": str(cfg.iam_log), "jobs": jobs}
+
+
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
@@ -779,12 +830,15 @@ def effective(cfg: Config) -> Config:
             admin_user=data["pg"]["user"],
             tls_port=int(data.get("tls", {}).get("port") or cfg.tls_port),
             pg_version=cfg.pg_version,
+            enforce_iam=bool(data.get("iam", {}).get("enforced")) or cfg.enforce_iam,
+            iam_policies=cfg.iam_policies,
         )
     except (KeyError, ValueError, TypeError, IndexError):
         return cfg
 
 
-def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any]) -> dict[str, Any]:
+def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any],
+                     iam: dict[str, Any] | None = None) -> dict[str, Any]:
     data = {
         "dir": str(cfg.dir),
         "pg": {
@@ -810,6 +864,8 @@ def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any]) -> dict
             "ca_file": str(cfg.tls_dir / "ca.crt"),
         },
     }
+    if iam:
+        data["iam"] = iam
     tmp = cfg.stack_json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.chmod(tmp, 0o644)
@@ -870,7 +926,10 @@ def cmd_start(cfg: Config) -> int:
     if not bouncer_up:
         bouncer_start(cfg)
     network = seed_network(cfg)
-    write_stack_json(cfg, bindir, network)
+    iam = (read_json(cfg.stack_json) or {}).get("iam") if moto_up else None
+    if cfg.enforce_iam and not iam:
+        iam = create_job_users(cfg)
+    write_stack_json(cfg, bindir, network, iam)
     log(f"running: PostgreSQL 127.0.0.1:{cfg.pg_port}, TLS endpoint 127.0.0.1:{cfg.tls_port}, "
         f"moto {cfg.endpoint_url}; state in {cfg.dir}")
     prog = "dbops-local-stack" if Path(sys.argv[0]).name == "dbops-local-stack" else "python -m dbops.local_stack"
@@ -1037,6 +1096,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="server build a new data directory starts on (NDIS_LOCAL_PG_VERSION; "
                              f"default {pg_builds.PINNED}; builds: {pg_builds.describe()})")
     common.add_argument("--admin-user", default=DEFAULT_ADMIN, help="PostgreSQL admin role (default %(default)s)")
+    common.add_argument("--enforce-iam", action="store_true",
+                        default=env.get("NDIS_LOCAL_ENFORCE_IAM", "") not in ("", "0"),
+                        help="moto enforces IAM, with a user per job holding only its policy (NDIS_LOCAL_ENFORCE_IAM=1)")
+    common.add_argument("--iam-policies", default=env.get("NDIS_LOCAL_IAM_POLICIES"),
+                        help="the job policy documents for --enforce-iam (NDIS_LOCAL_IAM_POLICIES, default iam/local)")
     parser = argparse.ArgumentParser(prog="dbops-local-stack", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start", parents=[common], help="start (and initialise) the stack")
@@ -1054,7 +1118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = Config(dir=Path(args.dir).absolute(), pg_port=args.pg_port, moto_port=args.moto_port,
                  region=args.region, admin_user=args.admin_user, tls_port=args.tls_port,
-                 pg_version=args.pg_version)
+                 pg_version=args.pg_version, enforce_iam=args.enforce_iam,
+                 iam_policies=Path(args.iam_policies) if args.iam_policies else None)
     try:
         if args.command == "start":
             return cmd_start(cfg)

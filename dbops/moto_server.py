@@ -1012,6 +1012,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="moto server with dbops compatibility patches")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=55500)
+    parser.add_argument("--enforce-iam", action="store_true",
+                        help="evaluate each request's IAM policies (dbops.moto_iam)")
+    parser.add_argument("--iam-log", help="with --enforce-iam: append one JSON line per request to this file")
     args = parser.parse_args(argv)
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
@@ -1023,6 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGINT, _exit)
     app = make_app()
+    if args.enforce_iam:
+        from dbops.moto_iam import enforce
+
+        enforce(args.iam_log)
     print(f"dbops moto server on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     return 0

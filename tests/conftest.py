@@ -13,6 +13,9 @@ scratch_db    (function) fresh uniquely named database: {"name", "dsn"};
 aws_env       (session)  env vars for boto3 / ansible against moto.
 boto3_client  (session)  factory: ``boto3_client("rds")``.
 
+site_stack    (session)  the site's stack, on which moto enforces IAM, and site_runs, its one recording
+                         of site.yml (tests/site_state.py).
+
 ``own_stack(NAME)`` starts a stack of a module's or test's own (NDIS_TEST_<NAME>_STACK_DIR and
 _PG_PORT / _MOTO_PORT / _TLS_PORT, else a fresh directory and free ports); ``boto3_factory`` and
 ``execute`` serve any stack. Playbook runs: tests/playbook_runner.py.
@@ -118,7 +121,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def own_stack(name: str, *start_args: str):
     """A stack apart from the session's, taken down afterwards (see the module docstring); ``start_args``
-    go to ``start`` (``"--pg-version", "16.11"``: a stack born on another server build)."""
+    go to ``start`` (``"--pg-version", "16.11"``: a stack born on another server build; ``--enforce-iam``)."""
     prefix = f"NDIS_TEST_{name.upper()}_"
     directory = os.environ.get(prefix + "STACK_DIR", f"/tmp/ndis-pytest-{name.lower()}-{uuid.uuid4().hex[:8]}")
     ports = [int(os.environ.get(prefix + what) or free_port()) for what in ("PG_PORT", "MOTO_PORT", "TLS_PORT")]
@@ -186,6 +189,21 @@ def scratch_db(local_stack, pg_admin_dsn):
         yield {"name": name, "dsn": make_dsn(local_stack, name)}
     finally:
         execute(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def site_stack():
+    """The site's stack, on which moto enforces IAM (tests/site_state.py): test_site.py and test_iam_enforced.py."""
+    with own_stack("site", "--enforce-iam") as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def site_runs(site_stack):
+    """The one recording of site.yml on the site's stack while it is fresh (site_state.record_site)."""
+    from site_state import record_site
+
+    return record_site(site_stack, boto3_factory(site_stack))
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,23 @@ ansible.cfg and plain output:
 
 ``env`` adds or overrides variables (``None`` removes one). Output is parsed with ``recap`` and
 ``changed_tasks``.
+
+On a stack that enforces IAM (``dbops-local-stack start --enforce-iam``) every run of a project playbook
+uses the user of its job (NDIS_LOCAL_IAM_JOB), which holds that job's policy alone: the job is the one
+iam/policies.yml names for the playbook, the read-only job in check mode (``job_of``); ``job=`` picks
+another, ``job=""`` the stack's administrator. ``iam_calls`` reads what the stack's users called.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,14 +66,41 @@ def ansible_env(stack: dict | None = None, local: bool = False, env: dict | None
     return run_env
 
 
+def iam_jobs() -> dict:
+    """The jobs of iam/policies.yml."""
+    return yaml.safe_load((REPO_ROOT / "iam" / "policies.yml").read_text())["iam_policy_jobs"]
+
+
+def job_of(playbook: str | Path, args: tuple[str, ...] | list[str]) -> str:
+    """The job a run of PLAYBOOK is: the read-only one in check mode, else the one that lists the playbook."""
+    name = Path(playbook).name
+    jobs = iam_jobs()
+    if "--check" in args or "-C" in args:
+        return next(job for job, entry in jobs.items() if entry.get("check_mode"))
+    found = [job for job, entry in jobs.items() if name in entry.get("playbooks", [])]
+    assert found, f"no job of iam/policies.yml runs {name}"
+    return found[0]
+
+
+def iam_calls(stack: dict, start: int = 0) -> list[dict]:
+    """The IAM-enforcing stack's request log from line START on: {user, action, resource, allowed} each."""
+    path = Path(stack["iam"]["request_log"])
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines[start:]]
+
+
 def run_playbook(playbook: str | Path, *args: str, stack: dict | None = None, limit: str | None = "local",
                  localhost: bool = False, env: dict | None = None, cwd: Path = REPO_ROOT,
-                 timeout: int = 600) -> subprocess.CompletedProcess:
+                 timeout: int = 600, job: str | None = None) -> subprocess.CompletedProcess:
     """Run ``ansible-playbook PLAYBOOK ARGS`` and return the completed process (output as text).
 
     limit: the inventory environments to run against (``-l``; None: no ``-l``).
     localhost: run the play on localhost instead of the inventory (limit is then ignored).
+    job: on an IAM-enforcing stack, whose credentials (see the module docstring).
     """
+    if stack is not None and stack.get("iam") and not localhost:
+        job = job_of(playbook, args) if job is None else job
+        env = {"NDIS_LOCAL_IAM_JOB": job or None, **(env or {})}
     if localhost:
         target = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
     else:

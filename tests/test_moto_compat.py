@@ -1,5 +1,6 @@
 """One test per compatibility patch in dbops.moto_server, via boto3 over HTTP
-against the running (patched) moto server of the session stack."""
+against the running (patched) moto server of the session stack; and one per patch of its
+IAM enforcement (dbops.moto_iam, patches I1-I4) against a moto server of their own."""
 
 from __future__ import annotations
 
@@ -339,3 +340,148 @@ def test_patch15_engine_version_upgrade_goes_through_upgrading_or_waits_for_the_
         time.sleep(0.1)
     assert seen[0] == ("upgrading", "16.9") and seen[-1] == ("available", "16.10"), seen
     assert inst.get("PendingModifiedValues", {}) == {}
+
+
+# --------------------------------------------------------------------------
+# IAM enforcement (dbops/moto_iam.py, patches I1-I4): a moto server of its own that enforces IAM
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def enforcing_moto(tmp_path_factory):
+    """A bare patched moto server with --enforce-iam (no PostgreSQL): its endpoint and request log."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT, free_port
+    from dbops.local_stack import port_answers
+
+    port = int(os.environ.get("NDIS_TEST_IAM_MOTO_PORT") or free_port())
+    log = tmp_path_factory.mktemp("iam") / "requests.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "dbops.moto_server", "--port", str(port), "--enforce-iam",
+                             "--iam-log", str(log)], env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_answers(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the enforcing moto server did not start"
+            time.sleep(0.2)
+        yield {"endpoint_url": f"http://127.0.0.1:{port}", "log": log}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def iam_user(moto: dict, policy: dict):
+    """A boto3 client factory for a new user holding POLICY alone (created by the stack's administrator)."""
+    import json
+
+    import boto3
+
+    def client(service, key="testing", secret="testing"):
+        return boto3.client(service, endpoint_url=moto["endpoint_url"], region_name="ap-southeast-2",
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+    name = uid("user")
+    admin = client("iam")
+    admin.create_user(UserName=name)
+    admin.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+    key = admin.create_access_key(UserName=name)["AccessKey"]
+    return lambda service: client(service, key["AccessKeyId"], key["SecretAccessKey"]), name
+
+
+def denied(call) -> str:
+    with pytest.raises(ClientError) as exc:
+        call()
+    error = exc.value.response["Error"]
+    # moto answers a refused CloudWatch call (JSON protocol) with its XML error, which botocore reports as "403"
+    assert error["Code"] in ("AccessDenied", "AccessDeniedException") or "<Code>AccessDenied</Code>" in error["Message"], error
+    return str(exc.value)
+
+
+def test_patchI1_scoped_resources_and_conditions_are_judged_on_the_action(enforcing_moto):
+    arn = "arn:aws:rds:ap-southeast-2:123456789012"
+    user, name = iam_user(enforcing_moto, {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "rds:DescribeDBInstances", "Resource": f"{arn}:db:only-this-one"},
+        {"Effect": "Allow", "Action": "ssm:DescribeParameters", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestedRegion": "ap-southeast-2"}}},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::allowed-bucket"}]})
+    # without the patch, moto compares the scoped Resource with "*" and the Condition with nothing: both refused
+    assert "DBInstances" in user("rds").describe_db_instances()
+    assert "Parameters" in user("ssm").describe_parameters()
+    # an action the policy does not name is still refused, and named in the message
+    assert "rds:DescribeDBParameterGroups" in denied(lambda: user("rds").describe_db_parameter_groups())
+    # S3's resources are still compared: another bucket is refused
+    admin = boto3_admin(enforcing_moto, "s3")
+    for bucket in ("allowed-bucket", "other-bucket"):
+        admin.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"})
+    assert user("s3").list_objects_v2(Bucket="allowed-bucket")["KeyCount"] == 0
+    denied(lambda: user("s3").list_objects_v2(Bucket="other-bucket"))
+
+
+def boto3_admin(moto: dict, service: str):
+    import boto3
+
+    return boto3.client(service, endpoint_url=moto["endpoint_url"], region_name="ap-southeast-2",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_patchI2_cloudwatch_and_head_bucket_are_checked_as_aws_names_them(enforcing_moto):
+    import json
+
+    admin = boto3_admin(enforcing_moto, "s3")
+    admin.create_bucket(Bucket="head-bucket", CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"})
+    user, name = iam_user(enforcing_moto, {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["cloudwatch:DescribeAlarms", "s3:ListBucket"], "Resource": "*"}]})
+    assert user("cloudwatch").describe_alarms()["MetricAlarms"] == []
+    user("s3").head_bucket(Bucket="head-bucket")
+    assert "cloudwatch:PutMetricAlarm" in denied(lambda: user("cloudwatch").put_metric_alarm(
+        AlarmName="a", MetricName="CPUUtilization", Namespace="AWS/RDS", Statistic="Average", Period=60,
+        EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold"))
+    logged = [json.loads(line) for line in enforcing_moto["log"].read_text().splitlines()]
+    mine = {(e["action"], e["allowed"]) for e in logged if e["user"] == name}
+    assert mine == {("cloudwatch:DescribeAlarms", True), ("s3:ListBucket", True), ("cloudwatch:PutMetricAlarm", False)}
+
+
+def test_patchI3_passing_the_monitoring_role_needs_pass_role_on_it(enforcing_moto):
+    import json
+
+    iam = boto3_admin(enforcing_moto, "iam")
+    roles = {}
+    for role in ("the-monitoring-role", "another-role"):
+        roles[role] = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": []}))["Role"]["Arn"]
+    user, name = iam_user(enforcing_moto, {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "rds:CreateDBInstance", "Resource": "*"},
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": roles["the-monitoring-role"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "monitoring.rds.amazonaws.com"}}}]})
+
+    def create(role):
+        return user("rds").create_db_instance(
+            DBInstanceIdentifier=uid("pass"), Engine="postgres", EngineVersion="16.11", DBInstanceClass="db.t4g.small",
+            AllocatedStorage=20, MasterUsername="dbadmin", MasterUserPassword="not-a-real-secret-1",
+            MonitoringInterval=60, MonitoringRoleArn=roles[role])
+
+    assert create("the-monitoring-role")["DBInstance"]["MonitoringRoleArn"] == roles["the-monitoring-role"]
+    assert "iam:PassRole" in denied(lambda: create("another-role"))
+    logged = [json.loads(line) for line in enforcing_moto["log"].read_text().splitlines()]
+    assert [(e["action"], e["resource"], e["allowed"]) for e in logged
+            if e["user"] == name and e["action"] == "iam:PassRole"] == [
+        ("iam:PassRole", roles["the-monitoring-role"], True), ("iam:PassRole", roles["another-role"], False)]
+
+
+def test_patchI4_the_administrator_reads_aws_backup(enforcing_moto):
+    # moto miscomputes the signature of this GET: the administrator's key is trusted alone
+    assert "BackupVaultList" in boto3_admin(enforcing_moto, "backup").list_backup_vaults()
+    # a job user's requests are still signature-checked: a wrong secret is refused
+    user, name = iam_user(enforcing_moto, {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "rds:DescribeDBInstances", "Resource": "*"}]})
+    key = user("rds")._request_signer._credentials.access_key
+    import boto3
+
+    forged = boto3.client("rds", endpoint_url=enforcing_moto["endpoint_url"], region_name="ap-southeast-2",
+                          aws_access_key_id=key, aws_secret_access_key="not-the-secret")
+    with pytest.raises(ClientError) as exc:
+        forged.describe_db_instances()
+    assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"

@@ -1,6 +1,8 @@
-"""The site playbook end to end, on a stack of this module's own (conftest.own_stack).
+"""The site playbook end to end, on the site's stack (tests/site_state.py), where moto enforces IAM
+and every run uses its job's user (the deploy policy for the site, the read-only one in check mode,
+for drift, verify and health).
 
-One recording (the module fixture ``site_runs``) runs site.yml four times on the fresh stack:
+One recording (the session fixture ``site_runs``) runs site.yml four times on the fresh stack:
 check mode, converge, the same again, check mode again, and keeps each run's output, recap,
 exit code and, around the check-mode runs, a snapshot of everything the site manages. The
 tests assert on that recording; the others (verify, drift, health, secrets in -vvv output)
@@ -16,21 +18,21 @@ import re
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg2
 import pytest
 
-from conftest import REPO_ROOT, boto3_factory, make_dsn, own_stack
+from conftest import REPO_ROOT, boto3_factory, make_dsn
 from playbook_runner import BIN, changed_tasks, recap, run_playbook
+from site_state import recorded, snapshot
 
 
 @pytest.fixture(scope="module")
-def local_stack():
-    """This module's own stack (NDIS_TEST_SITE_*), in place of the session's: fresh when the
-    recording starts, whichever modules ran before."""
-    with own_stack("site") as stack:
-        yield stack
+def local_stack(site_stack):
+    """The site's stack (tests/site_state.py), in place of the session's: fresh when the recording starts,
+    whichever modules ran before; moto enforces IAM there, and each run uses its job's user."""
+    return site_stack
 
 
 @pytest.fixture(scope="module")
@@ -66,92 +68,6 @@ def prediction_gap(check_out: str, real_out: str) -> dict:
     return {"predicted, not changed": sorted(predicted - real), "changed, not predicted": sorted(real - predicted)}
 
 
-def catalog(local_stack) -> dict:
-    """Roles, memberships, grants, default privileges, extensions, indexes, history, settings."""
-    def rows(cur, sql):
-        cur.execute(sql)
-        return [list(r) for r in cur.fetchall()]
-
-    out = {}
-    conn = psycopg2.connect(make_dsn(local_stack, "postgres"))
-    with conn.cursor() as cur:
-        out["databases"] = rows(cur, "SELECT datname, datdba::regrole::text, datacl::text FROM pg_database ORDER BY 1")
-        out["roles"] = rows(cur, "SELECT rolname, rolsuper, rolcanlogin, rolcreatedb, rolcreaterole, rolconnlimit, "
-                                 "rolconfig::text FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
-        out["memberships"] = rows(cur, "SELECT roleid::regrole::text, member::regrole::text FROM pg_auth_members "
-                                       "WHERE roleid::regrole::text !~ '^pg_' ORDER BY 1, 2")
-        out["db_settings"] = rows(cur, "SELECT coalesce(d.datname, '*'), setrole::regrole::text, setconfig::text "
-                                       "FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase "
-                                       "ORDER BY 1, 2")
-        app_db = [d[0] for d in out["databases"] if d[0] == "ndis_chatbot"]
-    conn.close()
-    if app_db:
-        conn = psycopg2.connect(make_dsn(local_stack, "ndis_chatbot"))
-        with conn.cursor() as cur:
-            out["schemas"] = rows(cur, "SELECT nspname, nspowner::regrole::text, nspacl::text FROM pg_namespace "
-                                       "WHERE nspname !~ '^(pg_|information_schema)' ORDER BY 1")
-            out["relations"] = rows(cur, "SELECT c.oid::regclass::text, c.relkind, c.relowner::regrole::text, "
-                                         "c.relacl::text, obj_description(c.oid, 'pg_class') FROM pg_class c "
-                                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
-                                         "ORDER BY 1")
-            out["indexes"] = rows(cur, "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), indisvalid "
-                                       "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
-                                       "WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1")
-            out["default_acls"] = rows(cur, "SELECT defaclrole::regrole::text, defaclobjtype, defaclacl::text "
-                                            "FROM pg_default_acl ORDER BY 1, 2")
-            out["extensions"] = rows(cur, "SELECT extname, extversion FROM pg_extension ORDER BY 1")
-            cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
-            if cur.fetchone()[0]:
-                out["history"] = rows(cur, "SELECT version, name, checksum FROM public.schema_migrations ORDER BY 1")
-        conn.close()
-    return out
-
-
-def aws_state(boto3_client) -> dict:
-    """The AWS resources the site manages, without timestamps."""
-    rds, ssm, s3, kms, backup = (boto3_client(n) for n in ("rds", "ssm", "s3", "kms", "backup"))
-    keep = ("DBInstanceIdentifier", "DBInstanceClass", "EngineVersion", "AllocatedStorage", "StorageType",
-            "MultiAZ", "BackupRetentionPeriod", "PreferredBackupWindow", "PreferredMaintenanceWindow",
-            "CopyTagsToSnapshot", "DeletionProtection", "PubliclyAccessible", "StorageEncrypted",
-            "DBParameterGroups", "DBSubnetGroup", "TagList")
-    state = {
-        "instances": [{k: i.get(k) for k in keep} for i in rds.describe_db_instances()["DBInstances"]],
-        "subnet_groups": sorted(g["DBSubnetGroupName"] for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]),
-        "parameters": {},
-        "ssm": sorted((p["Name"], p["Type"], p["Version"], p.get("KeyId")) for p in ssm.describe_parameters()["Parameters"]),
-        "kms_aliases": sorted(a["AliasName"] for a in kms.list_aliases()["Aliases"]),
-        "buckets": {},
-        "backup": {
-            "vaults": sorted(v["BackupVaultName"] for v in backup.list_backup_vaults()["BackupVaultList"]),
-            "plans": sorted(p["BackupPlanName"] for p in backup.list_backup_plans()["BackupPlansList"]),
-        },
-    }
-    for group in rds.describe_db_parameter_groups()["DBParameterGroups"]:
-        name = group["DBParameterGroupName"]
-        if not name.startswith("default."):
-            params = rds.describe_db_parameters(DBParameterGroupName=name, Source="user")["Parameters"]
-            state["parameters"][name] = sorted((p["ParameterName"], p.get("ParameterValue")) for p in params)
-    for bucket in s3.list_buckets().get("Buckets", []):
-        name = bucket["Name"]
-        conf = {"versioning": s3.get_bucket_versioning(Bucket=name).get("Status"),
-                "objects": sorted(o["Key"] for o in s3.list_objects_v2(Bucket=name).get("Contents", []))}
-        for what, call in (("encryption", s3.get_bucket_encryption), ("lifecycle", s3.get_bucket_lifecycle_configuration),
-                           ("public_access", s3.get_public_access_block)):
-            try:
-                response = call(Bucket=name)
-                response.pop("ResponseMetadata", None)
-                conf[what] = response
-            except Exception as e:  # noqa: BLE001 - "not configured" is a state too
-                conf[what] = type(e).__name__
-        state["buckets"][name] = conf
-    return state
-
-
-def snapshot(local_stack, boto3_client) -> dict:
-    """Everything the site could create or change, in the catalog and in AWS."""
-    return {"catalog": catalog(local_stack), "aws": aws_state(boto3_client)}
-
-
 def secrets_of(local_stack, boto3_client) -> list[str]:
     ssm = boto3_client("ssm")
     values = [local_stack["admin_password"]]
@@ -163,44 +79,9 @@ def secrets_of(local_stack, boto3_client) -> list[str]:
     sm = boto3_client("secretsmanager")  # the RDS-managed master password
     for secret in sm.list_secrets()["SecretList"]:
         values.append(json.loads(sm.get_secret_value(SecretId=secret["ARN"])["SecretString"])["password"])
+    for job in local_stack.get("iam", {}).get("jobs", {}).values():  # the job users' secret keys
+        values.append(json.loads(Path(job["credentials_file"]).read_text())["secret_access_key"])
     return values
-
-
-@dataclass
-class Run:
-    """One recorded ansible-playbook run; ``before``/``after``: snapshots around a check-mode run."""
-
-    rc: int
-    stdout: str
-    before: dict | None = None
-    after: dict | None = None
-    recap: dict = field(init=False)
-
-    def __post_init__(self):
-        self.recap = recap(self.stdout) if re.search(r"^PLAY RECAP", self.stdout, re.M) else {}
-
-
-RECORDED = (("fresh check", ("--check", "--diff")), ("converge", ()), ("repeat", ()), ("check", ("--check", "--diff")))
-
-
-@pytest.fixture(scope="module")
-def site_runs(local_stack, boto3_client) -> dict[str, Run]:
-    """site.yml on the fresh stack: check mode, converge, repeat, check mode; stops at a failed run."""
-    runs: dict[str, Run] = {}
-    for name, args in RECORDED:
-        check = "--check" in args
-        before = snapshot(local_stack, boto3_client) if check else None
-        proc = run_playbook("site.yml", *args, stack=local_stack)
-        runs[name] = Run(proc.returncode, proc.stdout, before, snapshot(local_stack, boto3_client) if check else None)
-        if proc.returncode != 0:
-            break
-    return runs
-
-
-def recorded(site_runs: dict[str, Run], name: str) -> Run:
-    if name not in site_runs:
-        pytest.fail(f"the recording stopped before the {name!r} run: an earlier run failed (its test says why)")
-    return site_runs[name]
 
 
 @pytest.fixture(scope="module")

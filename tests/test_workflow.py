@@ -79,6 +79,13 @@ def test_scheduled_workflow_runs_drift_and_health_per_environment():
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"pin {step['uses']} to a commit"
             if step.get("uses", "").startswith("actions/checkout@"):
                 assert step["with"]["persist-credentials"] is False
+    # drift and health run as the read-only job: on AWS its role's profile, locally its user with moto enforcing IAM
+    assert workflow["jobs"]["environment"]["env"]["AWS_PROFILE"] == "ndis-${{ matrix.env }}-readonly"
+    local = workflow["jobs"]["local"]
+    assert local["env"]["NDIS_LOCAL_ENFORCE_IAM"] == "1"
+    for step in local["steps"]:
+        if "playbooks/drift.yml" in step.get("run", "") or "playbooks/health.yml" in step.get("run", ""):
+            assert step["env"]["NDIS_LOCAL_IAM_JOB"] == "readonly", step
 
 
 def image_default(image: str) -> str:

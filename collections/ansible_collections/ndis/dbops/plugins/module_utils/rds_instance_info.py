@@ -13,6 +13,7 @@ except ImportError:
     pass  # AnsibleAWSModule reports the missing dependency
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.ndis.dbops.plugins.module_utils.aws_denied import ACCESS_DENIED
 
 
 def describe_instance(client, identifier):
@@ -38,7 +39,9 @@ def major_lifecycle(client, major):
     """SupportedEngineLifecycles of the major, or None where the region does not answer."""
     try:
         majors = client.describe_db_major_engine_versions(Engine="postgres", MajorEngineVersion=major)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, AttributeError):
+    except is_boto3_error_code(ACCESS_DENIED):
+        raise  # a refusal is the credentials' gap (the job's IAM policy), not a region without the call
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, AttributeError):  # pylint: disable=duplicate-except
         return None
     for entry in majors.get("DBMajorEngineVersions") or []:
         if entry.get("MajorEngineVersion") == major:
