@@ -172,7 +172,7 @@ def test_verify_playbook_reads_the_acceptance_criteria(local_stack, boto3_client
     assert param["Type"] == "SecureString"
     url = param["Value"]
     ca = re.escape(local_stack["tls"]["ca_file"])
-    assert re.fullmatch(rf"postgres://app_user:[A-Za-z0-9]{{32}}@127\.0\.0\.1:\d+/ndis_chatbot\?sslmode=verify-full&sslrootcert={ca}", url)
+    assert re.fullmatch(rf"postgres://app_user(_clone)?:[A-Za-z0-9]{{32}}@127\.0\.0\.1:\d+/ndis_chatbot\?sslmode=verify-full&sslrootcert={ca}", url)
     # A new instance: RDS keeps the master password (the secret holds the embedded server's, moto
     # patch 10) and nothing else keeps a copy; the CA and the rotation schedule are as declared.
     assert instance["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
@@ -192,7 +192,7 @@ def test_app_user_is_least_privilege(local_stack, boto3_client):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT current_user")
-        assert cur.fetchone()[0] == "app_user"
+        assert cur.fetchone()[0] in ("app_user", "app_user_clone")  # a rotation (test_iam_enforced) moves the URL
         cur.execute("INSERT INTO embeddings (doc_id, chunk_idx, embedding) VALUES ('d', 0, %s) RETURNING id",
                     ("[" + ",".join(["0.1"] * 1536) + "]",))
         cur.execute("UPDATE embeddings SET chunk_idx = 1 WHERE doc_id = 'd'")
