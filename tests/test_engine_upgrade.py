@@ -134,7 +134,7 @@ def test_born_on_the_affected_build_and_verify_warns(cve_path):
     before, out = cve_path["before"], cve_path["runs"]["converge"].stdout
     assert (before["engine"], before["server"], before["vector"]) == ("16.11", "16.11", "0.8.1"), before
     verify = out[out.index("VERIFY ndis-chatbot-local"):]
-    assert "WARN pgvector 0.8.1: CVE-2026-3172" in verify and "12/12 passed" in verify
+    assert "WARN pgvector 0.8.1: CVE-2026-3172" in verify and "13/13 passed" in verify
     assert "index builds run with max_parallel_maintenance_workers = 0" in verify
     assert "postgres 16.11; WARN PostgreSQL 16 reaches its RDS end of standard support on 2029-02-28" in verify
 
@@ -177,7 +177,7 @@ def test_the_site_upgrades_the_engine_and_pgvector_for_real(cve_path):
 def test_after_the_upgrade_recall_is_remeasured_and_verify_is_clean(cve_path):
     out = cve_path["runs"]["upgrade"].stdout
     verify = out[out.index("VERIFY ndis-chatbot-local"):]
-    assert "12/12 passed" in verify and "WARN pgvector" not in verify and "vector 0.8.5" in verify
+    assert "13/13 passed" in verify and "WARN pgvector" not in verify and "vector 0.8.5" in verify
     assert "measured because no measurement stored" in out or "measured because the index was rebuilt" in out
 
 
