@@ -125,10 +125,18 @@ def stack_data(directory: str) -> dict:
     return data
 
 
+# The fixed ports of the session stacks (every worker's), Molecule's and the Docker scenario's: a free port is
+# never one of them, even while it is still free (a worker's stack or Molecule may take it later).
+RESERVED_PORTS = range(55400, 55600), range(56400, 56600)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not any(port in reserved for reserved in RESERVED_PORTS):
+            return port
 
 
 @contextlib.contextmanager
