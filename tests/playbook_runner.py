@@ -56,6 +56,10 @@ def ansible_env(stack: dict | None = None, local: bool = False, env: dict | None
     run_env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     if stack is not None:
         run_env["NDIS_LOCAL_STACK_DIR"] = stack["dir"]
+        # the runs' progress files (TMPDIR/ndis-*-<host>.progress) per stack: two xdist workers run the same host
+        tmp = Path(stack["dir"]) / "tmp"
+        tmp.mkdir(exist_ok=True)
+        run_env["TMPDIR"] = str(tmp)
         if local:
             run_env.update(stack_aws_env(stack))
     for key, value in (env or {}).items():
