@@ -146,6 +146,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing dependency
 
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.ndis.dbops.plugins.module_utils import blue_green as bg
 from ansible_collections.ndis.dbops.plugins.module_utils import progress as prog
@@ -154,11 +155,12 @@ from ansible_collections.ndis.dbops.plugins.module_utils.rds_instance_info impor
 
 def find_deployment(client, ident, target=""):
     """The deployment of this instance: by name when the target is known, else any named <ident>-to-postgres*."""
-    found = client.describe_blue_green_deployments().get("BlueGreenDeployments", [])
     if target:
         name = bg.deployment_name(ident, target)
-        found = [d for d in found if d.get("BlueGreenDeploymentName") == name]
+        found = client.describe_blue_green_deployments(Filters=[dict(Name="blue-green-deployment-name", Values=[name])])
+        found = [d for d in found.get("BlueGreenDeployments", []) if d.get("BlueGreenDeploymentName") == name]
     else:
+        found = client.describe_blue_green_deployments().get("BlueGreenDeployments", [])
         found = [d for d in found if d.get("BlueGreenDeploymentName", "").startswith(ident + "-to-postgres")]
     return found[0] if found else None
 
@@ -229,8 +231,12 @@ def deploy(module, client, out, waiter):
                                  "on the 16 group, rds_instance_allow_reboot: true). Nothing was changed." % (ident, group),
                              **out)
         if p["target_parameter_group_name"] and not module.check_mode:
-            found = client.describe_db_parameter_groups().get("DBParameterGroups", [])
-            if p["target_parameter_group_name"] not in [g.get("DBParameterGroupName") for g in found]:
+            try:
+                client.describe_db_parameter_groups(DBParameterGroupName=p["target_parameter_group_name"])
+                found = True
+            except is_boto3_error_code("DBParameterGroupNotFound"):
+                found = False
+            if not found:
                 module.fail_json(msg="%s: the green's parameter group %s does not exist (the network step creates it from "
                                      "rds_instance_parameter_group_name)" % (ident, p["target_parameter_group_name"]),
                                  **out)
