@@ -38,6 +38,42 @@ def deployments(rds):
     return [(d["BlueGreenDeploymentName"], d["Status"]) for d in rds.describe_blue_green_deployments()["BlueGreenDeployments"]]
 
 
+def module_play(stack, task):
+    play = ("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+            f"    - {task}\n      register: r\n    - ansible.builtin.debug: {{var: r}}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as fh:
+        fh.write(play)
+    return run_playbook(fh.name, localhost=True, stack=stack)
+
+
+def in_place(stack, rds):
+    """16.11 -> 17.7 in place on a moto-only instance: the target family's group, AllowMajorVersionUpgrade, the snapshot."""
+    ident = "inplace-" + uuid.uuid4().hex[:6]
+    rds.create_db_parameter_group(DBParameterGroupName=ident + "-postgres17", DBParameterGroupFamily="postgres17",
+                                  Description="target")
+    rds.create_db_instance(DBInstanceIdentifier=ident, Engine="postgres", EngineVersion="16.11",
+                           DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="dbadmin",
+                           MasterUserPassword="x" * 16)
+    run = module_play(stack, "ndis.dbops.rds_engine_upgrade: {db_instance_identifier: %s, engine_version: '17.7', "
+                             "apply_immediately: true, allow_major_version_upgrade: true, poll_interval: 1, "
+                             "db_parameter_group_name: %s-postgres17}" % (ident, ident))
+    inst = rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
+    snaps = [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots(DBInstanceIdentifier=ident)["DBSnapshots"]
+             if s.get("SnapshotType") == "manual"]
+    return run, dict(ident=ident, engine=inst["EngineVersion"], group=inst["DBParameterGroups"][0]["DBParameterGroupName"],
+                     snapshots=snaps)
+
+
+def managed_refusal(stack, rds):
+    ident = "managed-" + uuid.uuid4().hex[:6]
+    rds.create_db_instance(DBInstanceIdentifier=ident, Engine="postgres", EngineVersion="16.11",
+                           DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="dbadmin",
+                           ManageMasterUserPassword=True)
+    run = module_play(stack, "ndis.dbops.rds_blue_green: {db_instance_identifier: %s, engine_version: '17.7', "
+                             "phase: deploy, allow_reboot: true}" % ident)
+    return run, dict(deployments=deployments(rds))
+
+
 @pytest.fixture(scope="module")
 def major():
     timings, runs, seen = {}, {}, {}
@@ -56,6 +92,9 @@ def major():
         step("blue_green", *BLUE_GREEN)
         step("repeat", *BLUE_GREEN)
         step("delete", *BLUE_GREEN, "-e", "rds_instance_blue_green_delete_old_blue=true")
+        # moto-only instances in the same moto: the in-place module path and the managed-password refusal
+        runs["in_place"], seen["in_place"] = in_place(stack, rds)
+        runs["managed"], seen["managed"] = managed_refusal(stack, rds)
         print("\nmajor upgrade timings (s): " + ", ".join("%s %.1f" % kv for kv in timings.items()))
         yield dict(stack=stack, runs=runs, seen=seen, rds=rds)
 
@@ -83,7 +122,7 @@ def test_blue_green_creates_checks_green_and_switches_over(major):
     assert seen["deployments"] == [("ndis-chatbot-local-to-postgres17", "SWITCHOVER_COMPLETED")]
     for text in ("blue/green ndis-chatbot-local-to-postgres17: creating (green on 17.7)",
                  "blue/green ndis-chatbot-local-to-postgres17: AVAILABLE",
-                 "recall on green:", "switchover ndis-chatbot-local-to-postgres17: requested (timeout 300 s)",
+                 "recall on green:", "ndis-chatbot-local runs 17.7 (the green took its name and endpoint)",
                  "the old blue ndis-chatbot-local-old1 is kept"):
         assert text in run.stdout, text
     assert "Run ANALYZE in every database" in run.stdout
@@ -105,3 +144,20 @@ def test_the_old_blue_is_deleted_on_purpose(major):
     assert [i[0] for i in seen["instances"]] == [IDENT] and seen["deployments"] == []
     snaps = [s["DBSnapshotIdentifier"] for s in major["rds"].describe_db_snapshots()["DBSnapshots"]]
     assert IDENT + "-old1-final" in snaps
+
+
+def test_in_place_major_moves_engine_and_group_after_a_snapshot(major):
+    run, seen = major["runs"]["in_place"], major["seen"]["in_place"]
+    assert run.returncode == 0 and '"state": "upgraded"' in run.stdout, run.stdout[-3000:]
+    assert (seen["engine"], seen["group"]) == ("17.7", seen["ident"] + "-postgres17")
+    assert seen["snapshots"] == [seen["ident"] + "-before-16-11-to-17-7"]
+    assert "(major: allow_major_version_upgrade, target family parameter group)" in run.stdout
+
+
+def test_blue_green_is_refused_with_an_rds_managed_password_saying_what_to_do(major):
+    run = major["runs"]["managed"]
+    assert run.returncode != 0 and major["seen"]["managed"]["deployments"] == []
+    for text in ("RDS blue/green deployments are not supported for an instance whose master password RDS manages",
+                 "Nothing was changed", "rds_instance_master_password_mode: ssm",
+                 "rds_instance_major_upgrade_method: in_place"):
+        assert text in run.stdout, text
