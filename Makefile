@@ -55,8 +55,11 @@ lint: collections  ## yamllint, ansible-lint (production profile) and ruff: the 
 # Tests run in a random order (pytest-randomly); the seed is printed first and, after a failure, last:
 # make pytest PYTEST_ARGS='--randomly-seed=N' replays that order, PYTEST_ARGS='-p no:randomly' keeps file order.
 PYTEST_ARGS ?=
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (each with a local stack of its own, tests/conftest.py);
+# 0 runs it in one process. The 20 slowest tests are listed after each run.
+PYTEST_WORKERS ?= 2
 pytest: collections  ## Python tests against the real embedded PostgreSQL and moto, in a random order
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
 	$(BIN)/molecule test -s default

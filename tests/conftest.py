@@ -42,10 +42,17 @@ from playbook_runner import REPO_ROOT, stack_aws_env
 for _name in [n for n in os.environ if n.startswith(("PG", "AWS_"))]:
     del os.environ[_name]
 
-STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack")
-PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
-MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501"))
-TLS_PORT = int(os.environ.get("NDIS_TEST_TLS_PORT", str(PG_PORT + 1000)))  # the stack's TLS endpoint (pgbouncer)
+# pytest-xdist (make pytest runs PYTEST_WORKERS workers): worker gwN, N > 0, gets a session stack of its own,
+# in the directory with -gwN appended and on the ports + 20*N; gw0 (and a run without xdist) gets them as given.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+STACK_DIR = os.environ.get("NDIS_TEST_STACK_DIR", "/tmp/ndis-pytest-stack") + (f"-gw{WORKER}" if WORKER else "")
+_PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
+PG_PORT = _PG_PORT + 20 * WORKER
+MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501")) + 20 * WORKER
+TLS_PORT = int(os.environ.get("NDIS_TEST_TLS_PORT") or _PG_PORT + 1000) + 20 * WORKER  # the TLS endpoint (pgbouncer)
+# Modules whose tests share a session fixture too costly to build twice run on the same xdist worker
+# (--dist loadgroup); every other module is a group of its own, so its module fixtures are built once.
+XDIST_GROUPS = {"test_site": "site", "test_iam_enforced": "site"}
 
 
 def _order_seed(config):
@@ -61,6 +68,12 @@ def pytest_sessionstart(session):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if seed is not None and reporter is not None:  # -q hides the header line pytest-randomly prints
         reporter.write_line(f"tests in random order, seed {seed}; replay it: make pytest PYTEST_ARGS='--randomly-seed={seed}'")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -112,10 +125,18 @@ def stack_data(directory: str) -> dict:
     return data
 
 
+# The fixed ports of the session stacks (every worker's), Molecule's and the Docker scenario's: a free port is
+# never one of them, even while it is still free (a worker's stack or Molecule may take it later).
+RESERVED_PORTS = range(55400, 55600), range(56400, 56600)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not any(port in reserved for reserved in RESERVED_PORTS):
+            return port
 
 
 @contextlib.contextmanager

@@ -38,6 +38,9 @@ JOB_RUNS = {
     "dump": ("playbooks/backup_now.yml", (), "backup-runner"),
     "restore test": ("playbooks/restore_test.yml", (), "restore-test"),
     "monitoring": ("playbooks/monitoring.yml", (), "deploy"),
+    "major upgrade plan": ("playbooks/major_upgrade_plan.yml", ("-e", "rds_instance_major_upgrade_method=in_place",
+                                                                "-e", "rds_instance_allow_major_version_upgrade=true"),
+                           "readonly"),
 }
 # AWS answers it for any credentials, whatever their policies (amazon.aws's modules ask who they are)
 ALWAYS_ALLOWED = {"sts:GetCallerIdentity"}
