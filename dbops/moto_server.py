@@ -970,6 +970,79 @@ def patch_engine_version_upgrade() -> None:
     RDSBackend.modify_db_instance = modify_db_instance  # type: ignore[method-assign]
 
 
+# --------------------------------------------------------------------------
+# Patch 18: a blue/green deployment takes time to provision and to switch over
+# --------------------------------------------------------------------------
+BLUE_GREEN_PROVISIONING_SECONDS = 6.0  # the deployment PROVISIONING (its green ``creating``) this long
+BLUE_GREEN_SWITCHOVER_SECONDS = 4.0  # SWITCHOVER_IN_PROGRESS this long before the instances trade names
+
+
+def patch_blue_green_deployment_states() -> None:
+    """Real AWS: CreateBlueGreenDeployment answers PROVISIONING and the deployment stays so for
+    minutes (its tasks CREATING_READ_REPLICA_OF_SOURCE, then CONFIGURE_BACKUPS, IN_PROGRESS and
+    then COMPLETED; the green instance ``creating``) before it is AVAILABLE; a switchover is
+    SWITCHOVER_IN_PROGRESS (typically under a minute, at most its SwitchoverTimeout) before the
+    green takes the blue's name and the blue becomes ``<name>-old1``, and only then
+    SWITCHOVER_COMPLETED. moto 5.2.5 makes the deployment AVAILABLE at once (a DescribeBlueGreen
+    Deployments right after the create says AVAILABLE, its tasks COMPLETED) and switches over within
+    the call, so the waits of ndis.dbops.rds_blue_green (a line per poll, resumed by the next run)
+    never wait. Fix: PROVISIONING, tasks in progress and the green ``creating`` for
+    :data:`BLUE_GREEN_PROVISIONING_SECONDS`, then AVAILABLE; a switchover (refused like AWS refuses
+    it unless AVAILABLE) is SWITCHOVER_IN_PROGRESS for :data:`BLUE_GREEN_SWITCHOVER_SECONDS`, then
+    moto's own renames and SWITCHOVER_COMPLETED."""
+    import threading
+
+    from moto.rds.exceptions import BlueGreenDeploymentNotFoundFault, InvalidBlueGreenDeploymentStateFault
+    from moto.rds.models import BlueGreenDeployment, RDSBackend
+
+    states = BlueGreenDeployment.SupportedStates
+    original_init = BlueGreenDeployment.__init__
+
+    def _provisioned(deployment: Any, green: Any) -> None:
+        time.sleep(BLUE_GREEN_PROVISIONING_SECONDS / 2)
+        deployment.tasks[0].Status = "COMPLETED"
+        deployment.tasks[1].Status = "IN_PROGRESS"
+        time.sleep(BLUE_GREEN_PROVISIONING_SECONDS / 2)
+        deployment.tasks[1].Status = "COMPLETED"
+        if green is not None:
+            green.status = "available"
+        if deployment.status == states.PROVISIONING.name:
+            deployment.set_status(states.AVAILABLE)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.set_status(states.PROVISIONING)
+        self.tasks[0].Status, self.tasks[1].Status = "IN_PROGRESS", "PENDING"
+        try:
+            green = self.backend.find_db_from_id(self.target)
+            green.status = "creating"
+        except Exception:  # a cluster's green: only the deployment's states
+            green = None
+        threading.Thread(target=_provisioned, args=(self, green), daemon=True).start()
+
+    def _switch(deployment: Any) -> None:
+        time.sleep(BLUE_GREEN_SWITCHOVER_SECONDS)
+        try:
+            deployment.switchover()
+        except Exception as exc:  # left as AWS leaves a failed switchover: blue serves
+            deployment.set_status(states.SWITCHOVER_FAILED)
+            deployment.status_details = f"Switchover failed: {exc}"
+
+    def switchover_blue_green_deployment(self: Any, blue_green_deployment_identifier: str,
+                                         switchover_timeout: int | None = 300) -> Any:
+        deployment = self.blue_green_deployments.get(blue_green_deployment_identifier)
+        if deployment is None:
+            raise BlueGreenDeploymentNotFoundFault(blue_green_deployment_identifier)
+        if deployment.status != states.AVAILABLE.name:
+            raise InvalidBlueGreenDeploymentStateFault(blue_green_deployment_identifier)
+        deployment.set_status(states.SWITCHOVER_IN_PROGRESS)
+        threading.Thread(target=_switch, args=(deployment,), daemon=True).start()
+        return deployment
+
+    BlueGreenDeployment.__init__ = __init__  # type: ignore[method-assign]
+    RDSBackend.switchover_blue_green_deployment = switchover_blue_green_deployment  # type: ignore[method-assign]
+
+
 ALL_PATCHES = (
     patch_gp3_baseline,
     patch_describe_db_parameter_groups_not_found,
@@ -987,6 +1060,7 @@ ALL_PATCHES = (
     patch_rds_pending_maintenance_actions,
     patch_modify_db_subnet_group_keeps_it,
     patch_engine_version_upgrade,
+    patch_blue_green_deployment_states,
 )
 
 

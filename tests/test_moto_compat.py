@@ -342,6 +342,59 @@ def test_patch15_engine_version_upgrade_goes_through_upgrading_or_waits_for_the_
     assert inst.get("PendingModifiedValues", {}) == {}
 
 
+def test_patch18_blue_green_deployment_provisions_and_switches_over_in_time(boto3_client):
+    import time
+
+    from dbops import moto_server
+
+    rds = boto3_client("rds")
+    name = uid("bg")
+    arn = rds.create_db_instance(DBInstanceIdentifier=name, Engine="postgres", EngineVersion="16.11",
+                                 DBInstanceClass="db.t4g.medium", AllocatedStorage=20, MasterUsername="dbadmin",
+                                 MasterUserPassword="not-a-real-secret-1")["DBInstance"]["DBInstanceArn"]
+    rds.create_db_parameter_group(DBParameterGroupName=name + "-pg17", DBParameterGroupFamily="postgres17",
+                                  Description="x")
+    created = rds.create_blue_green_deployment(BlueGreenDeploymentName=name + "-to-postgres17", Source=arn,
+                                               TargetEngineVersion="17.7",
+                                               TargetDBParameterGroupName=name + "-pg17")["BlueGreenDeployment"]
+    ident = created["BlueGreenDeploymentIdentifier"]
+    green = created["Target"].split(":db:")[-1]
+
+    def watch(done):
+        seen, started = [], time.monotonic()
+        while time.monotonic() - started < 60:
+            d = rds.describe_blue_green_deployments(BlueGreenDeploymentIdentifier=ident)["BlueGreenDeployments"][0]
+            names = sorted(i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]
+                           if i["DBInstanceIdentifier"].startswith(name))
+            state = (d["Status"], tuple(t["Status"] for t in d["Tasks"]), tuple(names))
+            if not seen or seen[-1][1:] != state:
+                seen.append((round(time.monotonic() - started, 1), *state))
+            if done(d):
+                return seen
+            time.sleep(0.2)
+        raise AssertionError(seen)
+
+    # described right after the create: provisioning, the green creating; then AVAILABLE, tasks completed
+    green_status = rds.describe_db_instances(DBInstanceIdentifier=green)["DBInstances"][0]["DBInstanceStatus"]
+    seen = watch(lambda d: d["Status"] == "AVAILABLE")
+    assert (created["Status"], green_status) == ("PROVISIONING", "creating")
+    assert seen[0][1:3] == ("PROVISIONING", ("IN_PROGRESS", "PENDING")), seen
+    assert seen[-1][1:3] == ("AVAILABLE", ("COMPLETED", "COMPLETED")), seen
+    assert seen[-1][0] >= moto_server.BLUE_GREEN_PROVISIONING_SECONDS - 1, seen
+    green_inst = rds.describe_db_instances(DBInstanceIdentifier=green)["DBInstances"][0]
+    assert (green_inst["DBInstanceStatus"], green_inst["EngineVersion"]) == ("available", "17.7")
+    # the switchover: in progress with the names as they were, then the green under the blue's name
+    answer = rds.switchover_blue_green_deployment(BlueGreenDeploymentIdentifier=ident, SwitchoverTimeout=60)
+    assert answer["BlueGreenDeployment"]["Status"] == "SWITCHOVER_IN_PROGRESS"
+    with pytest.raises(ClientError) as exc:  # a second one while it runs is refused, as AWS refuses it
+        rds.switchover_blue_green_deployment(BlueGreenDeploymentIdentifier=ident)
+    assert exc.value.response["Error"]["Code"] == "InvalidBlueGreenDeploymentStateFault"
+    seen = watch(lambda d: d["Status"] == "SWITCHOVER_COMPLETED")
+    assert seen[0][1] == "SWITCHOVER_IN_PROGRESS" and seen[0][3] == tuple(sorted([name, green])), seen
+    assert seen[-1][3] == (name, name + "-old1") and seen[-1][0] >= moto_server.BLUE_GREEN_SWITCHOVER_SECONDS - 1, seen
+    assert rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["EngineVersion"] == "17.7"
+
+
 # --------------------------------------------------------------------------
 # IAM enforcement (dbops/moto_iam.py, patches I1-I4): a moto server of its own that enforces IAM
 # --------------------------------------------------------------------------
