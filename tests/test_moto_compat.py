@@ -4,6 +4,7 @@ IAM enforcement (dbops.moto_iam, patches I1-I4) against a moto server of their o
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -340,6 +341,35 @@ def test_patch15_engine_version_upgrade_goes_through_upgrading_or_waits_for_the_
         time.sleep(0.1)
     assert seen[0] == ("upgrading", "16.9") and seen[-1] == ("available", "16.10"), seen
     assert inst.get("PendingModifiedValues", {}) == {}
+
+
+
+def test_patch16_a_read_replica_is_a_record_of_its_own(boto3_client):
+    rds, sm = boto3_client("rds"), boto3_client("secretsmanager")
+    source, replica = uid("rrsrc"), uid("rr")
+    created = rds.create_db_instance(
+        DBInstanceIdentifier=source, Engine="postgres", EngineVersion="16.11", DBInstanceClass="db.t4g.micro",
+        AllocatedStorage=20, MasterUsername="dbadmin", ManageMasterUserPassword=True, BackupRetentionPeriod=7,
+        Tags=[{"Key": "env", "Value": "source"}])["DBInstance"]
+    rds.create_db_instance_read_replica(DBInstanceIdentifier=replica, SourceDBInstanceIdentifier=source)
+    described = rds.describe_db_instances(DBInstanceIdentifier=replica)["DBInstances"][0]
+    assert described["ReadReplicaSourceDBInstanceIdentifier"] == source
+    assert described["TagList"] == [] and "MasterUserSecret" not in described
+    arn = described["DBInstanceArn"]
+    rds.add_tags_to_resource(ResourceName=arn, Tags=[{"Key": "role", "Value": "reader"}])
+    src = rds.describe_db_instances(DBInstanceIdentifier=source)["DBInstances"][0]
+    assert src["TagList"] == [{"Key": "env", "Value": "source"}]
+    assert src["ReadReplicaDBInstanceIdentifiers"] == [replica]
+    for _ in range(300):  # on the local stack a real standby is made behind it (patch 17): let it finish
+        if rds.describe_db_instances(DBInstanceIdentifier=replica)["DBInstances"][0]["DBInstanceStatus"] != "creating":
+            break
+        time.sleep(0.1)
+    rds.delete_db_instance(DBInstanceIdentifier=replica, SkipFinalSnapshot=True)
+    src = rds.describe_db_instances(DBInstanceIdentifier=source)["DBInstances"][0]
+    assert src.get("ReadReplicaDBInstanceIdentifiers", []) == []
+    # the source's managed master password is still there
+    assert sm.get_secret_value(SecretId=created["MasterUserSecret"]["SecretArn"])["SecretString"]
+    rds.delete_db_instance(DBInstanceIdentifier=source, SkipFinalSnapshot=True)
 
 
 # --------------------------------------------------------------------------
