@@ -886,6 +886,10 @@ POSTGRES16_PARAMETERS.update({
          "dynamic", "string", "all,none,top"),
         ("pg_stat_statements.max", "Sets the maximum number of statements tracked by pg_stat_statements.",
          "static", "integer", "100-2147483647"),
+        ("hot_standby_feedback", "Allows feedback from a hot standby to the primary that will avoid query conflicts.",
+         "dynamic", "boolean", "0,1"),
+        ("max_standby_streaming_delay", "Sets the maximum delay before canceling queries when a hot standby server is "
+         "processing streamed WAL data.", "dynamic", "integer", "-1-2147483647"),
     )
 })
 

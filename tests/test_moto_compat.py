@@ -275,7 +275,8 @@ def test_patch3_observability_parameters_have_metadata(boto3_client):
         DBParameterGroupName=name).build_full_result()["Parameters"]
     by_name = {p["ParameterName"]: p for p in params}
     for pname, dtype in (("log_lock_waits", "boolean"), ("log_autovacuum_min_duration", "integer"),
-                         ("log_temp_files", "integer"), ("track_io_timing", "boolean")):
+                         ("log_temp_files", "integer"), ("track_io_timing", "boolean"),
+                         ("hot_standby_feedback", "boolean"), ("max_standby_streaming_delay", "integer")):
         assert (by_name[pname]["DataType"], by_name[pname]["ApplyType"]) == (dtype, "dynamic")
     assert by_name["shared_preload_libraries"]["ApplyType"] == "static"
 
