@@ -106,7 +106,7 @@ options:
   replicas:
     description:
       - Identifiers of the instance's read replicas; each gets a C(<replica>-replica-lag) alarm on its ReplicaLag
-        (threshold C(replica_lag_seconds), 600 s: twice the lag RDS reports for an idle primary).
+        (threshold C(replica_lag_seconds), 600 s, twice the lag RDS reports for an idle primary).
     type: list
     elements: str
     default: []

@@ -21,10 +21,10 @@ description:
     O(source_db_instance_identifier), which must exist with automated backups on (RDS refuses a replica
     otherwise). Its parameter group, when it is not the one the replica got (the source's), is set by a
     ModifyDBInstance afterwards, since RDS takes none at creation for a same-Region PostgreSQL replica.
-  - An existing replica is converged: instance class, parameter group, Enhanced Monitoring interval
-    (ModifyDBInstance with O(apply_immediately)) and tags (exactly the declared ones). Its Availability Zone
-    cannot change in place: a difference fails, naming it.
-  - A replica of the source that is not declared is deleted (no final snapshot: its data is the source's)
+  - An existing replica is converged (instance class, parameter group, Enhanced Monitoring interval
+    (ModifyDBInstance with O(apply_immediately)) and tags (exactly the declared ones)). Its Availability Zone
+    cannot change in place, so a difference fails, naming it.
+  - A replica of the source that is not declared is deleted (no final snapshot; its data is the source's)
     only with O(remove_undeclared); otherwise it is reported in RV(undeclared) and left alone.
   - In check mode nothing changes; RV(changes) lists each change the real run would make, one per setting.
 author:
@@ -128,7 +128,7 @@ undeclared:
   type: list
   elements: str
 replicas:
-  description: The declared replicas after the run: identifier, status, endpoint address and port (empty before creation).
+  description: The declared replicas after the run, each with its identifier, status, endpoint address and port (empty before creation).
   returned: always
   type: list
   elements: dict
