@@ -57,7 +57,10 @@ of the wheel's binaries when the unprivileged user cannot reach the wheel's copy
 ``tls/`` (``ca.crt``, ``server.crt``, ``server.key`` 0600), ``pgbouncer/``
 (``pgbouncer.ini``; ``userlist.txt`` 0600 with the password of its auth_query
 role ``ndis_local_pgbouncer``, a local-only superuser that reads pg_shadow),
-``log/pgbouncer.log``.
+``log/pgbouncer.log``, ``replication.pgpass`` (0600, the replication role's password) and
+``instances/<identifier>/`` (the server behind another moto instance, a read replica: its data
+directory, TLS endpoint and logs; see :mod:`dbops.instance_servers`; listed in ``stack.json`` under
+``instances`` and by ``status``).
 
 Exit codes:
 
@@ -116,6 +119,7 @@ MOTO_START_TIMEOUT = 30
 TLS_PORT_OFFSET = 1000
 BOUNCER_START_TIMEOUT = 20
 BOUNCER_AUTH_ROLE = "ndis_local_pgbouncer"
+REPLICATION_ROLE = "ndis_local_replicator"  # dbops.instance_servers copies and streams the data as this role
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -399,12 +403,19 @@ def shared_buffers_mb() -> int:
 
 
 def write_pg_conf(cfg: Config) -> None:
-    conf = cfg.pgdata / "ndis_local.conf"
+    write_server_conf(cfg.pgdata, cfg.pg_port, cfg.run_dir)
+    write_pg_hba(cfg)
+
+
+def write_server_conf(pgdata: Path, port: int, socket_dir: Path, extra: str = "") -> None:
+    """``ndis_local.conf`` (included by postgresql.conf) of a server of this stack: its own or one
+    behind another moto instance (dbops.instance_servers, ``extra``: its recovery settings)."""
+    conf = pgdata / "ndis_local.conf"
     conf.write_text(
         "# written by dbops.local_stack on every start\n"
         "listen_addresses = '127.0.0.1'\n"
-        f"port = {cfg.pg_port}\n"
-        f"unix_socket_directories = '{cfg.run_dir}'\n"
+        f"port = {port}\n"
+        f"unix_socket_directories = '{socket_dir}'\n"
         "password_encryption = 'scram-sha-256'\n"
         "logging_collector = off\n"
         "log_line_prefix = '%m [%p] %q%u@%d '\n"
@@ -412,18 +423,25 @@ def write_pg_conf(cfg: Config) -> None:
         "# searches read the index through shared_buffers; initdb's 128MB would make a table that fits\n"
         "# on RDS spill here.\n"
         f"shared_buffers = '{shared_buffers_mb()}MB'\n"
+        + extra
     )
     chown_pg(conf)
-    main = cfg.pgdata / "postgresql.conf"
+    main = pgdata / "postgresql.conf"
     text = main.read_text()
     if "ndis_local.conf" not in text:
         main.write_text(text + "\ninclude_if_exists = 'ndis_local.conf'\n")
+
+
+def write_pg_hba(cfg: Config) -> None:
+    """Password logins from 127.0.0.1 and the socket; replication only for the role the servers behind
+    other moto instances copy and stream the data with (dbops.instance_servers)."""
     hba = cfg.pgdata / "pg_hba.conf"
     hba.write_text(
         "# written by dbops.local_stack\n"
-        "# TYPE  DATABASE  USER  ADDRESS        METHOD\n"
-        "local   all       all                  scram-sha-256\n"
-        "host    all       all   127.0.0.1/32   scram-sha-256\n"
+        "# TYPE  DATABASE     USER                   ADDRESS        METHOD\n"
+        "local   all          all                                   scram-sha-256\n"
+        "host    all          all                    127.0.0.1/32   scram-sha-256\n"
+        f"host    replication  {REPLICATION_ROLE}   127.0.0.1/32   scram-sha-256\n"
     )
     chown_pg(hba)
 
@@ -726,16 +744,21 @@ def ensure_bouncer_role(cfg: Config) -> str:
     return password
 
 
-def write_bouncer_conf(cfg: Config) -> Path:
-    ini = cfg.bouncer_dir / "pgbouncer.ini"
+def write_bouncer_conf(cfg: Config, ini: Path | None = None, pg_port: int = 0, listen_port: int = 0,
+                       logfile: Path | None = None, pidfile: Path | None = None) -> Path:
+    """pgbouncer.ini of the stack's TLS endpoint, or (the keywords) of the endpoint of a server behind
+    another moto instance: same certificate (it names 127.0.0.1, not a port), same auth_query role."""
+    ini = ini or cfg.bouncer_dir / "pgbouncer.ini"
+    logfile = logfile or cfg.log_dir / "pgbouncer.log"
+    pidfile = pidfile or cfg.bouncer_dir / "pgbouncer.pid"
     tls = cfg.tls_dir
     ini.write_text(
         "; written by dbops.local_stack on every start\n"
         "[databases]\n"
-        f"* = host=127.0.0.1 port={cfg.pg_port}\n\n"
+        f"* = host=127.0.0.1 port={pg_port or cfg.pg_port}\n\n"
         "[pgbouncer]\n"
         "listen_addr = 127.0.0.1\n"
-        f"listen_port = {cfg.tls_port}\n"
+        f"listen_port = {listen_port or cfg.tls_port}\n"
         "unix_socket_dir =\n"
         "auth_type = scram-sha-256\n"
         f"auth_file = {cfg.bouncer_dir / 'userlist.txt'}\n"
@@ -755,8 +778,8 @@ def write_bouncer_conf(cfg: Config) -> Path:
         f"client_tls_ca_file = {tls / 'ca.crt'}\n"
         "client_tls_protocols = secure\n"
         "server_tls_sslmode = disable\n"
-        f"logfile = {cfg.log_dir / 'pgbouncer.log'}\n"
-        f"pidfile = {cfg.bouncer_dir / 'pgbouncer.pid'}\n"
+        f"logfile = {logfile}\n"
+        f"pidfile = {pidfile}\n"
     )
     chown_pg(ini)
     return ini
@@ -866,6 +889,8 @@ def write_stack_json(cfg: Config, bindir: Path, network: dict[str, Any],
     }
     if iam:
         data["iam"] = iam
+    # the servers behind other moto instances (dbops.instance_servers), where each listens
+    data["instances"] = (read_json(cfg.stack_json) or {}).get("instances") or {}
     tmp = cfg.stack_json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.chmod(tmp, 0o644)
@@ -922,6 +947,11 @@ def cmd_start(cfg: Config) -> int:
             pg_init(cfg, bindir)
         pg_start(cfg, bindir)
     if not moto_up:
+        from dbops import instance_servers
+
+        # a fresh moto knows no instance: the servers that stood behind its predecessor's go
+        # (their replication slots with them, while the stack's server runs)
+        instance_servers.remove_all(cfg)
         moto_start(cfg)
     if not bouncer_up:
         bouncer_start(cfg)
@@ -974,6 +1004,10 @@ def cmd_stop(cfg: Config) -> int:
     if not cfg.dir.exists():
         log(f"nothing to stop ({cfg.dir} does not exist)")
         return EXIT_OK
+    from dbops import instance_servers
+
+    for identifier in instance_servers.recorded(effective(cfg)):
+        instance_servers.stop(cfg, identifier)
     if pg_pid(cfg) is not None:
         pg_stop(cfg, resolve_bindir(cfg, create=False))
     moto_stop(cfg)
@@ -1025,7 +1059,14 @@ def gather_status(cfg: Config) -> dict[str, Any]:
             "ca_file": str(cfg.tls_dir / "ca.crt"),
         },
         "network": data.get("network"),
+        "instances": instance_servers_status(cfg),
     }
+
+
+def instance_servers_status(cfg: Config) -> dict[str, Any]:
+    from dbops import instance_servers
+
+    return instance_servers.status(cfg) if cfg.dir.exists() else {}
 
 
 def cmd_status(cfg: Config, as_json: bool) -> int:
@@ -1045,6 +1086,11 @@ def cmd_status(cfg: Config, as_json: bool) -> int:
             ("pgbouncer", state(st["tls"]), str(st["tls"]["pid"] or "-"),
              f"127.0.0.1:{st['tls']['port']}", "TLS required, CA " + st["tls"]["ca_file"]),
         ]
+        for identifier, inst in sorted(st["instances"].items()):
+            rows.append((f"postgresql {identifier}", state(inst), str(inst["pid"] or "-"),
+                         f"127.0.0.1:{inst['port']}", f"{inst['role']} of {inst['source']}"))
+            rows.append((f"pgbouncer {identifier}", "running" if inst["tls"]["pid"] else "stopped",
+                         str(inst["tls"]["pid"] or "-"), f"127.0.0.1:{inst['tls']['port']}", "TLS required"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -886,6 +886,10 @@ POSTGRES16_PARAMETERS.update({
          "dynamic", "string", "all,none,top"),
         ("pg_stat_statements.max", "Sets the maximum number of statements tracked by pg_stat_statements.",
          "static", "integer", "100-2147483647"),
+        ("hot_standby_feedback", "Allows feedback from a hot standby to the primary that will avoid query conflicts.",
+         "dynamic", "boolean", "0,1"),
+        ("max_standby_streaming_delay", "Sets the maximum delay before canceling queries when a hot standby server is "
+         "processing streamed WAL data.", "dynamic", "integer", "-1-2147483647"),
     )
 })
 
@@ -968,6 +972,112 @@ def patch_engine_version_upgrade() -> None:
         return result
 
     RDSBackend.modify_db_instance = modify_db_instance  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 16: a read replica is a record of its own
+# --------------------------------------------------------------------------
+def patch_read_replica_own_record() -> None:
+    """Real AWS: CreateDBInstanceReadReplica makes a new instance; its tags are the ones the request
+    names (none else), its log exports and Performance Insights are its own, it has no master
+    password secret of its own (its master user is the source's), and DeleteDBInstance of the
+    replica leaves the source as it was. moto 5.2.5 makes the replica a shallow copy of the source
+    object: the two share the tags list, the CloudWatch log exports list, patch 11's Performance
+    Insights state and the source's MasterUserSecret, so tagging the replica tags the source and
+    deleting the replica deletes the source's managed master password secret. Fix: give the replica
+    copies of its own, the request's tags only, and no master password secret."""
+    from moto.rds.models import RDSBackend
+
+    original = RDSBackend.create_db_instance_read_replica
+
+    def create_db_instance_read_replica(self: Any, db_kwargs: dict[str, Any]) -> Any:
+        tags = db_kwargs.get("tags")
+        replica = original(self, db_kwargs)
+        if not tags:  # with tags, moto's update gave the replica a list of its own already
+            replica.tags = []
+        replica.enabled_cloudwatch_logs_exports = list(getattr(replica, "enabled_cloudwatch_logs_exports", []) or [])
+        if "_ndis_pi" in replica.__dict__:
+            replica.__dict__["_ndis_pi"] = dict(replica.__dict__["_ndis_pi"])
+        replica.__dict__.pop("master_user_secret", None)
+        replica.manage_master_user_password = False
+        return replica
+
+    RDSBackend.create_db_instance_read_replica = create_db_instance_read_replica  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------
+# Patch 17: a read replica of the local stack's instance is a real standby server
+# --------------------------------------------------------------------------
+def _stack_config() -> Any:
+    """The local stack this moto serves (``stack.json`` in its working directory), or None."""
+    import os
+
+    if not os.path.exists("stack.json"):
+        return None
+    from pathlib import Path
+
+    from dbops import local_stack
+
+    return local_stack.effective(local_stack.Config(dir=Path.cwd(), pg_port=0, moto_port=0, region="",
+                                                    admin_user=""))
+
+
+def patch_read_replica_servers() -> None:
+    """Real AWS: CreateDBInstanceReadReplica answers at once with the replica in status
+    ``creating``; RDS takes a snapshot of the source, starts a new instance from it and has it
+    stream the source's WAL (physical replication); the replica is ``available`` once it
+    streams, and answers reads at its own endpoint. DeleteDBInstance stops it. moto 5.2.5 makes a
+    record, ``available`` at once, with nothing behind it. Fix: where this moto serves a local
+    stack (``stack.json`` in its working directory), the replica of a PostgreSQL instance goes
+    through ``creating`` while :func:`dbops.instance_servers.provision` makes a real hot standby of
+    the source's server (base backup, slot, streaming; its own port and TLS endpoint, recorded in
+    stack.json under ``instances``), then ``available``; a failed start leaves it ``failed`` (with
+    the reason in moto.log), as RDS does. DeleteDBInstance of an instance with a server removes the
+    server (stopped, slot dropped, directory deleted) before it answers. Without a stack (moto
+    alone, the Docker scenario) replicas stay records."""
+    import threading
+
+    from moto.rds.models import RDSBackend
+
+    original_create = RDSBackend.create_db_instance_read_replica
+    original_delete = RDSBackend.delete_db_instance
+
+    def _provision(replica: Any, cfg: Any, source: str) -> None:
+        from dbops import instance_servers
+
+        try:
+            source_port = int(instance_servers.recorded(cfg).get(source, {}).get("port") or cfg.pg_port)
+            instance_servers.provision(cfg, replica.db_instance_identifier, source, source_port,
+                                       instance_servers.Recovery(standby=True))
+        except Exception as exc:
+            print(f"read replica {replica.db_instance_identifier}: its server did not start: {exc}",
+                  file=sys.stderr, flush=True)
+            replica.status = "failed"
+            return
+        replica.status = "available"
+
+    def create_db_instance_read_replica(self: Any, db_kwargs: dict[str, Any]) -> Any:
+        replica = original_create(self, db_kwargs)
+        cfg = _stack_config()
+        source = str(db_kwargs.get("source_db_instance_identifier") or "")
+        if cfg is None or replica.engine != "postgres" or source.startswith("arn:"):
+            return replica
+        replica.status = "creating"
+        threading.Thread(target=_provision, args=(replica, cfg, source), daemon=True).start()
+        return replica
+
+    def delete_db_instance(self: Any, db_instance_identifier: str, *args: Any, **kwargs: Any) -> Any:
+        database = original_delete(self, db_instance_identifier, *args, **kwargs)
+        cfg = _stack_config()
+        if cfg is not None:
+            from dbops import instance_servers
+
+            if db_instance_identifier in instance_servers.recorded(cfg):
+                instance_servers.remove(cfg, db_instance_identifier)
+        return database
+
+    RDSBackend.create_db_instance_read_replica = create_db_instance_read_replica  # type: ignore[method-assign]
+    RDSBackend.delete_db_instance = delete_db_instance  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------
@@ -1060,6 +1170,8 @@ ALL_PATCHES = (
     patch_rds_pending_maintenance_actions,
     patch_modify_db_subnet_group_keeps_it,
     patch_engine_version_upgrade,
+    patch_read_replica_own_record,
+    patch_read_replica_servers,
     patch_blue_green_deployment_states,
 )
 

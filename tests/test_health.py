@@ -181,3 +181,19 @@ def test_index_use():
     assert h.index_check("i", "t", "i", 8 << 20, 4 << 20, 5000, buffers_bytes=128 << 20)["status"] == h.PASS
     big = h.index_check("i", "t", "i", 391 << 20, 300 << 20, 100000, buffers_bytes=128 << 20)
     assert big["status"] == h.WARN and "larger than shared_buffers 128" in big["detail"], big
+
+
+def test_replica_check_counts_lag_only_while_behind_and_names_a_paused_replay():
+    ok = {"standby": True, "pause": "not paused", "gap_bytes": 0, "since_replay": 280.0, "conflicts": 0}
+    # an idle primary: the last replayed transaction is old, nothing waits to be replayed: no lag
+    assert h.replica_check("db-r1", ok)["status"] == "PASS"
+    assert "lag 0 s" in h.replica_check("db-r1", ok)["detail"]
+    behind = dict(ok, gap_bytes=16 * 1024 * 1024, since_replay=900.0)
+    c = h.replica_check("db-r1", behind, lag_fail_seconds=600)
+    assert c["status"] == "FAIL" and c["name"] == "Read replica db-r1" and "alarm threshold" in c["detail"]
+    assert h.replica_check("db-r1", dict(behind, since_replay=30.0))["status"] == "PASS"
+    paused = h.replica_check("db-r1", dict(ok, pause="paused"))
+    assert paused["status"] == "FAIL" and "replay paused" in paused["detail"]
+    assert h.replica_check("db-r1", dict(ok, conflicts=3))["status"] == "WARN"
+    assert h.replica_check("db-r1", dict(ok, standby=False))["status"] == "FAIL"
+    assert h.replica_check("db-r1", {"error": "connection refused"})["status"] == "FAIL"

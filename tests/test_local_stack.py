@@ -9,12 +9,14 @@ import shlex
 import socket
 import stat
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from conftest import STACK_DIR, free_port, make_dsn, run_stack, stack_args
+from conftest import STACK_DIR, execute, free_port, make_dsn, run_stack, stack_args
 
 
 def status_json(*args: str) -> tuple[int, dict]:
@@ -244,3 +246,78 @@ def test_an_older_build_runs_and_switches_over_the_same_data():
         conn.close()
     finally:
         run_stack("down", *args, check=False)
+
+
+def wait_status(rds, identifier: str, leaving: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        inst = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+        if inst["DBInstanceStatus"] != leaving or time.monotonic() > deadline:
+            return inst
+        time.sleep(0.2)
+
+
+def test_patch17_a_read_replica_is_a_real_standby_and_delete_removes_it(local_stack, boto3_client, pg_admin_dsn):
+    """moto's read replica of an instance on the local stack is a hot standby of the embedded server
+    (base backup, slot, streaming) on a port and TLS endpoint of its own, recorded in stack.json and
+    listed by status; a row written on the primary is read on it over verify-full TLS within a
+    bound; it refuses writes; DeleteDBInstance stops it and drops its slot."""
+    rds = boto3_client("rds")
+    source, replica = f"rsrc-{uuid.uuid4().hex[:6]}", f"rrep-{uuid.uuid4().hex[:6]}"
+    rds.create_db_instance(DBInstanceIdentifier=source, Engine="postgres", EngineVersion="16.11",
+                           DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername="dbadmin",
+                           ManageMasterUserPassword=True, BackupRetentionPeriod=7)
+    started = time.monotonic()
+    answer = rds.create_db_instance_read_replica(DBInstanceIdentifier=replica, SourceDBInstanceIdentifier=source)
+    assert answer["DBInstance"]["DBInstanceStatus"] == "creating"
+    assert wait_status(rds, replica, "creating")["DBInstanceStatus"] == "available"
+    created_in = time.monotonic() - started
+    entry = json.loads((Path(STACK_DIR) / "stack.json").read_text())["instances"][replica]
+    assert entry["role"] == "replica" and entry["source"] == source
+    reserved = {local_stack["pg"]["port"], local_stack["tls"]["port"], 55432, 55433, 55434, 55442,
+                55500, 55501, 55502, 55512, 56432, 56433, 56434}
+    assert entry["port"] not in reserved and entry["tls"]["port"] not in reserved
+    assert entry["port"] > local_stack["pg"]["port"] and entry["tls"]["port"] != entry["port"]
+    proc = run_stack("status", *stack_args())
+    assert re.search(r"postgresql %s\s+running\s+\d+\s+127\.0\.0\.1:%d\s+replica of %s"
+                     % (replica, entry["port"], source), proc.stdout), proc.stdout
+    assert re.search(r"pgbouncer %s\s+running\s+\d+\s+127\.0\.0\.1:%d" % (replica, entry["tls"]["port"]), proc.stdout)
+
+    table = f"replayed_{uuid.uuid4().hex[:6]}"
+    execute(pg_admin_dsn, f"CREATE TABLE {table} (x int)", f"INSERT INTO {table} VALUES (42)")
+    written = time.monotonic()
+    reader = psycopg2.connect(host="127.0.0.1", port=entry["tls"]["port"], user=local_stack["pg"]["user"],
+                              password=local_stack["admin_password"], dbname="postgres", sslmode="verify-full",
+                              sslrootcert=local_stack["tls"]["ca_file"], connect_timeout=10)
+    reader.autocommit = True
+    try:
+        with reader.cursor() as cur:
+            while True:
+                try:
+                    cur.execute(f"SELECT x FROM {table}")
+                    if cur.fetchall() == [(42,)]:
+                        break
+                except psycopg2.errors.UndefinedTable:
+                    pass
+                assert time.monotonic() - written < 5, "the row did not reach the replica within 5 s"
+                time.sleep(0.02)
+            replayed_in = time.monotonic() - written
+            cur.execute("SELECT pg_is_in_recovery(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == (True, False)  # pgbouncer terminates TLS; its link to the server is local
+            with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+                cur.execute(f"INSERT INTO {table} VALUES (1)")
+    finally:
+        reader.close()
+    print(f"replica made in {created_in:.1f} s; a committed row read on it after {replayed_in * 1000:.0f} ms")
+    assert execute(pg_admin_dsn, "SELECT application_name, state FROM pg_stat_replication "
+                                 "WHERE application_name = %s", params=(replica,)) == [(replica, "streaming")]
+
+    rds.delete_db_instance(DBInstanceIdentifier=replica, SkipFinalSnapshot=True)
+    assert replica not in json.loads((Path(STACK_DIR) / "stack.json").read_text())["instances"]
+    assert not Path(entry["dir"]).exists()
+    assert not listening_addresses(entry["port"]) and not listening_addresses(entry["tls"]["port"])
+    assert execute(pg_admin_dsn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                   params=(entry["slot"],)) == [(0,)]
+    assert replica not in run_stack("status", *stack_args()).stdout
+    rds.delete_db_instance(DBInstanceIdentifier=source, SkipFinalSnapshot=True)
+    execute(pg_admin_dsn, f"DROP TABLE {table}")

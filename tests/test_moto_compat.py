@@ -4,6 +4,7 @@ IAM enforcement (dbops.moto_iam, patches I1-I4) against a moto server of their o
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -274,7 +275,8 @@ def test_patch3_observability_parameters_have_metadata(boto3_client):
         DBParameterGroupName=name).build_full_result()["Parameters"]
     by_name = {p["ParameterName"]: p for p in params}
     for pname, dtype in (("log_lock_waits", "boolean"), ("log_autovacuum_min_duration", "integer"),
-                         ("log_temp_files", "integer"), ("track_io_timing", "boolean")):
+                         ("log_temp_files", "integer"), ("track_io_timing", "boolean"),
+                         ("hot_standby_feedback", "boolean"), ("max_standby_streaming_delay", "integer")):
         assert (by_name[pname]["DataType"], by_name[pname]["ApplyType"]) == (dtype, "dynamic")
     assert by_name["shared_preload_libraries"]["ApplyType"] == "static"
 
@@ -393,6 +395,34 @@ def test_patch18_blue_green_deployment_provisions_and_switches_over_in_time(boto
     assert seen[0][1] == "SWITCHOVER_IN_PROGRESS" and seen[0][3] == tuple(sorted([name, green])), seen
     assert seen[-1][3] == (name, name + "-old1") and seen[-1][0] >= moto_server.BLUE_GREEN_SWITCHOVER_SECONDS - 1, seen
     assert rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["EngineVersion"] == "17.7"
+
+
+def test_patch16_a_read_replica_is_a_record_of_its_own(boto3_client):
+    rds, sm = boto3_client("rds"), boto3_client("secretsmanager")
+    source, replica = uid("rrsrc"), uid("rr")
+    created = rds.create_db_instance(
+        DBInstanceIdentifier=source, Engine="postgres", EngineVersion="16.11", DBInstanceClass="db.t4g.micro",
+        AllocatedStorage=20, MasterUsername="dbadmin", ManageMasterUserPassword=True, BackupRetentionPeriod=7,
+        Tags=[{"Key": "env", "Value": "source"}])["DBInstance"]
+    rds.create_db_instance_read_replica(DBInstanceIdentifier=replica, SourceDBInstanceIdentifier=source)
+    described = rds.describe_db_instances(DBInstanceIdentifier=replica)["DBInstances"][0]
+    assert described["ReadReplicaSourceDBInstanceIdentifier"] == source
+    assert described["TagList"] == [] and "MasterUserSecret" not in described
+    arn = described["DBInstanceArn"]
+    rds.add_tags_to_resource(ResourceName=arn, Tags=[{"Key": "role", "Value": "reader"}])
+    src = rds.describe_db_instances(DBInstanceIdentifier=source)["DBInstances"][0]
+    assert src["TagList"] == [{"Key": "env", "Value": "source"}]
+    assert src["ReadReplicaDBInstanceIdentifiers"] == [replica]
+    for _ in range(300):  # on the local stack a real standby is made behind it (patch 17): let it finish
+        if rds.describe_db_instances(DBInstanceIdentifier=replica)["DBInstances"][0]["DBInstanceStatus"] != "creating":
+            break
+        time.sleep(0.1)
+    rds.delete_db_instance(DBInstanceIdentifier=replica, SkipFinalSnapshot=True)
+    src = rds.describe_db_instances(DBInstanceIdentifier=source)["DBInstances"][0]
+    assert src.get("ReadReplicaDBInstanceIdentifiers", []) == []
+    # the source's managed master password is still there
+    assert sm.get_secret_value(SecretId=created["MasterUserSecret"]["SecretArn"])["SecretString"]
+    rds.delete_db_instance(DBInstanceIdentifier=source, SkipFinalSnapshot=True)
 
 
 # --------------------------------------------------------------------------

@@ -368,3 +368,30 @@ def sample_recall_check(r, threshold=0.9, target=0.95):
               "ef_construction, then re-tune" % (r["guc"], target)
     return check(name, FAIL, "%s, below %.2f: the app's queries no longer look like what the setting was tuned on; %s"
                  % (detail, threshold, fix))
+
+
+# ---------------------------------------------------------------- read replicas
+
+def replica_check(identifier, row, lag_fail_seconds=600):
+    """One read replica, from what it answered (``row``: standby, pause, gap_bytes, since_replay, conflicts) or
+    the error it gave (``row["error"]``). Lag is the time since the last replayed transaction only while the
+    replica is behind the primary's WAL (``gap_bytes`` > 0): an idle primary sends nothing to replay, and that is
+    no lag (RDS's ReplicaLag metric counts it, up to 5 minutes; this check does not). FAIL when it does not answer,
+    is not a standby, its replay is paused, or it lags past ``lag_fail_seconds`` (the ReplicaLag alarm's
+    threshold); WARN when queries were cancelled by recovery conflicts (pg_stat_database_conflicts)."""
+    name = "Read replica %s" % identifier
+    if row.get("error"):
+        return check(name, FAIL, "does not answer: %s" % short(row["error"], 80))
+    if not row.get("standby"):
+        return check(name, FAIL, "is not in recovery: promoted, or not a replica of this instance")
+    gap = max(int(row.get("gap_bytes") or 0), 0)
+    lag = float(row.get("since_replay") or 0) if gap > 0 else 0.0
+    conflicts = int(row.get("conflicts") or 0)
+    detail = "lag %s (%s of WAL behind), %d recovery-conflict cancellation(s)" % (duration(lag), human_bytes(gap),
+                                                                                conflicts)
+    if row.get("pause") and row["pause"] != "not paused":
+        return check(name, FAIL, "replay %s (pg_wal_replay_resume() resumes it); %s" % (row["pause"], detail))
+    if lag > float(lag_fail_seconds):
+        return check(name, FAIL, "%s: past the %s alarm threshold, searches there are stale" % (
+            detail, duration(lag_fail_seconds)))
+    return check(name, WARN if conflicts else PASS, detail)

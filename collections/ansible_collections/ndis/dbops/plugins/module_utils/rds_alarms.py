@@ -40,6 +40,11 @@ DEFAULT_THRESHOLDS = {
     "cpu_minutes": 15,              # ... for 15 minutes
     "cpu_credit_share": 0.10,       # CPUCreditBalance under 10% of the most a burstable class can hold
     "latency_seconds": 0.020,       # Read/WriteLatency over 20 ms
+    # ReplicaLag over 10 minutes in two 5-minute periods running. RDS measures a PostgreSQL replica's lag from
+    # the time of the last transaction it replayed, so on an idle primary it climbs towards 5 minutes (until the
+    # next WAL switch) with nothing wrong: 600 s is twice that, and a replica held back by a recovery conflict
+    # (max_standby_streaming_delay, 30 s) stays far below it. A replica this far behind serves stale searches.
+    "replica_lag_seconds": 600,
 }
 
 GP3_BASELINE_IOPS = 3000
@@ -113,11 +118,12 @@ def ceiling_threshold_gib(allocated_gib, ceiling_gib, share):
 
 
 def alarm_specs(identifier, instance_class, allocated_gib, topic_arn, max_connections=None, iops=None,
-                storage_type="gp3", memory_gib=None, thresholds=None, max_allocated_gib=None):
+                storage_type="gp3", memory_gib=None, thresholds=None, max_allocated_gib=None, replicas=None):
     """The declared alarms, as put_metric_alarm keyword arguments, sorted by name.
 
     ``max_allocated_gib`` above ``allocated_gib`` (storage autoscaling on) adds the
-    ``free-storage-ceiling`` alarm (see ceiling_threshold_gib)."""
+    ``free-storage-ceiling`` alarm (see ceiling_threshold_gib); each of ``replicas`` (read replicas'
+    identifiers) a ``<replica>-replica-lag`` alarm on its ReplicaLag."""
     t = dict(DEFAULT_THRESHOLDS)
     t.update(dict((k, v) for k, v in (thresholds or {}).items() if v is not None))
     unknown = sorted(set(t) - set(DEFAULT_THRESHOLDS))
@@ -175,6 +181,11 @@ def alarm_specs(identifier, instance_class, allocated_gib, topic_arn, max_connec
                            round(float(t["cpu_credit_share"]) * credits, 1), 3, "Count",
                            "CPU credit balance under %d%% of the %d a %s holds at most"
                            % (_pct(t["cpu_credit_share"]), credits, instance_class)))
+    for replica in replicas or []:
+        lag = float(t["replica_lag_seconds"])
+        specs.append(_spec(replica, "replica-lag", "ReplicaLag", "Maximum", "GreaterThanThreshold", lag, 2, "Seconds",
+                           "read replica of %s over %s s behind for 10 minutes (an idle primary reads up to 300 s)"
+                           % (identifier, _num(lag))))
     for s in specs:
         s["AlarmActions"] = [topic_arn] if topic_arn else []
         s["OKActions"] = [topic_arn] if topic_arn else []

@@ -26,10 +26,23 @@ description:
     sampled (each with its own filter; exact answers from one pass over the table), at the settings a new session of
     O(tuning_role) (else the database's) gets. FAIL when its 95% lower bound is under O(recall_threshold), naming the
     setting to raise and the value that reaches O(recall_target) on the same queries.
+  - With O(replicas), each read replica, logged in to as the same role, for its replay state (paused or not), lag (time since
+    its last replayed transaction while it is behind the primary's WAL; an idle primary is no lag) and the queries
+    recovery conflicts cancelled there (C(pg_stat_database_conflicts)). FAIL when one does not answer, is paused or
+    lags past O(replica_lag_fail_seconds).
   - Runs in a read-only transaction and changes nothing; supports check mode.
 author:
   - ndis dbops maintainers
 options:
+  replicas:
+    description: The instance's read replicas, each C(identifier), C(host) and C(port) where this role reaches it.
+    type: list
+    elements: dict
+    default: []
+  replica_lag_fail_seconds:
+    description: A replica further behind FAILs (the ReplicaLag alarm's threshold).
+    type: int
+    default: 600
   login_user:
     description: Role to connect as (the admin sees every session).
     type: str
@@ -106,6 +119,8 @@ checks:
   type: list
   elements: dict
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -233,6 +248,39 @@ def statements_check(cur, min_ms):
     return health.pg_stat_statements_check(found["installed"], found["available"], rows, min_ms)
 
 
+REPLICA = """
+SELECT pg_is_in_recovery() AS standby,
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause,
+       pg_wal_lsn_diff(%s::pg_lsn, coalesce(pg_last_wal_replay_lsn(), %s::pg_lsn))::bigint AS gap_bytes,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float AS since_replay,
+       (SELECT coalesce(sum(confl_tablespace + confl_lock + confl_snapshot + confl_bufferpin + confl_deadlock), 0)
+          FROM pg_stat_database_conflicts WHERE datname = current_database())::bigint AS conflicts
+"""
+
+
+def replica_row(p, replica, primary_lsn):
+    """What the replica answers about itself; behind the primary's LSN read a moment ago, it gets one second to
+    catch up before the gap counts (a write that just happened is no lag)."""
+    params = dict(pg.conn_params(p, p["login_db"]), host=replica["host"], port=int(replica["port"]))
+    try:
+        conn = pg.connect(params, application_name="pg_health_info")
+    except pg.PostgresError as e:
+        return {"error": e.msg}
+    try:
+        cur = conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
+        cur.execute(REPLICA, (primary_lsn, primary_lsn))
+        row = cur.fetchone()
+        if (row["gap_bytes"] or 0) > 0:
+            time.sleep(1)
+            cur.execute(REPLICA, (primary_lsn, primary_lsn))
+            row = cur.fetchone()
+        return dict(row)
+    except psycopg2.Error as e:
+        return {"error": pg.error_text(e)}
+    finally:
+        conn.close()
+
+
 def read_checks(conn, p):
     """The checks, read in one read-only transaction (a health check must not queue behind the lock it is looking for)."""
     checks = []
@@ -255,6 +303,11 @@ def read_checks(conn, p):
         if p["query_sample_table"]:
             checks.extend(sample_checks(conn, p))
         checks.append(statements_check(cur, p["slow_statement_ms"]))
+        if p["replicas"]:
+            cur.execute("SELECT pg_current_wal_lsn()::text AS lsn")
+            primary_lsn = cur.fetchone()["lsn"]
+            checks.extend(health.replica_check(r["identifier"], replica_row(p, r, primary_lsn),
+                                               p["replica_lag_fail_seconds"]) for r in p["replicas"])
         conn.rollback()
     except psycopg2.Error as e:
         raise pg.PostgresError("health checks on database %s failed: %s" % (p["login_db"], pg.error_text(e)),
@@ -280,6 +333,8 @@ def main():
         recall_target=dict(type="float", default=0.95),
         tuning_role=dict(type="str"),
         max_ef_search=dict(type="int", default=400),
+        replicas=dict(type="list", elements="dict", default=[]),
+        replica_lag_fail_seconds=dict(type="int", default=600),
     )
     argument_spec.update(vs.SAMPLE_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

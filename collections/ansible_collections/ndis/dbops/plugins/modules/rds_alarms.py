@@ -103,6 +103,13 @@ options:
     description: Tags on the topic and the event subscription (set on creation).
     type: dict
     default: {}
+  replicas:
+    description:
+      - Identifiers of the instance's read replicas; each gets a C(<replica>-replica-lag) alarm on its ReplicaLag
+        (threshold C(replica_lag_seconds), 600 s, twice the lag RDS reports for an idle primary).
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -276,6 +283,7 @@ def main():
             )),
             event_categories=dict(type="list", elements="str", default=["failover", "failure", "low storage", "maintenance"]),
             tags=dict(type="dict", default={}),
+            replicas=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -305,6 +313,7 @@ def main():
                 thresholds=p["thresholds"],
                 # a running instance without autoscaling reports no MaxAllocatedStorage
                 max_allocated_gib=source.get("MaxAllocatedStorage") if instance is not None else p["max_allocated_storage"],
+                replicas=p["replicas"],
             )
         except rds_alarms.ThresholdError as e:
             module.fail_json(msg="rds_alarms for %s: %s. Nothing was changed." % (identifier, e))
