@@ -59,7 +59,7 @@ PYTEST_ARGS ?=
 # 0 runs it in one process. The 20 slowest tests are listed after each run.
 PYTEST_WORKERS ?= 2
 pytest: collections  ## Python tests against the real embedded PostgreSQL and moto, in a random order
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=20 $(PYTEST_ARGS)
 
 molecule: collections  ## Molecule default scenario: create, converge, idempotence, check, verify, destroy
 	$(BIN)/molecule test -s default

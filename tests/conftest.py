@@ -50,9 +50,9 @@ _PG_PORT = int(os.environ.get("NDIS_TEST_PG_PORT", "55433"))
 PG_PORT = _PG_PORT + 20 * WORKER
 MOTO_PORT = int(os.environ.get("NDIS_TEST_MOTO_PORT", "55501")) + 20 * WORKER
 TLS_PORT = int(os.environ.get("NDIS_TEST_TLS_PORT") or _PG_PORT + 1000) + 20 * WORKER  # the TLS endpoint (pgbouncer)
-# Modules whose tests share a session fixture too costly to build twice run on the same xdist worker
-# (--dist loadgroup); every other module is a group of its own, so its module fixtures are built once.
-XDIST_GROUPS = {"test_site": "site", "test_iam_enforced": "site"}
+# Modules whose tests share a session fixture too costly to build twice run on the same xdist worker; every
+# other module runs whole on one worker, so its module fixtures are built once (pytest_xdist_make_scheduler).
+XDIST_SCOPES = {"tests/test_iam_enforced.py": "tests/test_site.py"}
 
 
 def _order_seed(config):
@@ -70,10 +70,16 @@ def pytest_sessionstart(session):
         reporter.write_line(f"tests in random order, seed {seed}; replay it: make pytest PYTEST_ARGS='--randomly-seed={seed}'")
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+def pytest_xdist_make_scheduler(config, log):
+    """Modules whole on one worker (their module fixtures built once), two that share a session fixture together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return XDIST_SCOPES.get(module, module)
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
