@@ -269,7 +269,8 @@ def health_checks(db, decl):
     p = {"login_db": db["name"], "long_running_seconds": 300, "idle_in_transaction_seconds": 60, "indexes": decl,
          "k": K, "min_rows": 1000, "slow_statement_ms": 100.0, "query_sample_schema": "query_sample",
          "query_sample_table": "vector_queries", "sample_queries": 200, "recall_threshold": 0.9, "recall_target": 0.95,
-         "tuning_role": None, "max_ef_search": 400, "sample_retention_days": 7, "sample_min_queries": 100}
+         "tuning_role": None, "max_ef_search": 400, "sample_retention_days": 7, "sample_min_queries": 100,
+         "replicas": [], "replica_lag_fail_seconds": 600}
     conn = psycopg2.connect(db["dsn"])
     return [c for c in pg_health_info.read_checks(conn, p)["checks"] if c["name"].startswith("Recall on sampled")]
 
